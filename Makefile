@@ -1,0 +1,45 @@
+# The two set-up commands of the README:
+#   make demo   install, get Fashion-MNIST, pretrain the default method (cpu preset), print the evaluation
+#   make test   install, get Fashion-MNIST, run the test suite
+# Both work on a fresh machine; everything goes into ./.venv.
+
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+# torch 2.14.1 / torchvision 0.29.1 are the tested versions (newer releases work too:
+# make demo TORCH_SPEC="torch torchvision").
+TORCH_SPEC ?= torch==2.14.1 torchvision==0.29.1
+FMNIST_DIR := /usr/share/datasets/fashion-mnist
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+
+.PHONY: demo test install data lint clean
+
+demo: install data
+	$(BIN)/selfsup pretrain --eval
+
+test: install data
+	$(BIN)/python -m pytest -q
+
+install: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q $(TORCH_SPEC)
+	$(BIN)/python -m pip install -q -e '.[dev]'
+	touch $@
+
+# Fashion-MNIST from Debian's package when apt is available; otherwise selfsup downloads it
+# through torchvision on first use.
+data:
+	@if [ ! -f $(FMNIST_DIR)/train-images-idx3-ubyte.gz ] && command -v apt-get >/dev/null; then \
+		echo "installing Fashion-MNIST (Debian package dataset-fashion-mnist)"; \
+		$(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq dataset-fashion-mnist >/dev/null \
+		|| echo "apt-get failed; selfsup will try to download Fashion-MNIST through torchvision"; \
+	fi
+
+lint: install
+	$(BIN)/ruff check .
+
+clean:
+	rm -rf $(VENV) runs build *.egg-info

@@ -1,0 +1,63 @@
+"""``selfsup``: pretrain, evaluate and compare self-supervised encoders.
+
+Each sub-command lives in its own module with ``add_parser(subparsers)`` and ``run(args)``;
+:data:`COMMANDS` lists them in the order ``selfsup --help`` shows.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from collections.abc import Sequence
+
+from selfsup import __version__
+
+COMMANDS = ("pretrain", "eval", "methods")
+
+EXPECTED_ERRORS: tuple[type[BaseException], ...] = ()
+
+
+def _expected_errors() -> tuple[type[BaseException], ...]:
+    from selfsup.config import ConfigError
+    from selfsup.data.base import DatasetNotFoundError
+    from selfsup.engine.trainer import TrainingDiverged
+    from selfsup.evaluation.evaluate import EvaluationError
+    from selfsup.registry import UnknownNameError
+
+    return (ConfigError, DatasetNotFoundError, UnknownNameError, EvaluationError, TrainingDiverged,
+            FileNotFoundError, FileExistsError, ValueError)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="selfsup",
+        description="Self-supervised visual representation learning on PyTorch: pretrain an encoder with "
+                    "one of the methods below, evaluate it with kNN and linear probes, compare methods.",
+        epilog="Quick start:  selfsup pretrain --out runs/demo && selfsup eval runs/demo\n"
+               "Run `selfsup COMMAND --help` for the options of each command.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--version", action="version", version=f"selfsup {__version__}")
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for name in COMMANDS:
+        module = importlib.import_module(f"selfsup.cli.{name.replace('-', '_')}_cmd")
+        module.add_parser(subparsers)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.run(args) or 0)
+    except KeyboardInterrupt:
+        print("selfsup: interrupted; the last checkpoint is kept (continue with --resume)", file=sys.stderr)
+        return 130
+    except _expected_errors() as err:
+        print(f"selfsup {args.command}: error: {err}", file=sys.stderr)
+        return 1 if type(err).__name__ == "TrainingDiverged" else 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,131 @@
+"""``selfsup pretrain``: self-supervised pretraining of an encoder."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+from selfsup.config import ConfigError, TrainConfig, parse_assignment
+from selfsup.data import DATASETS
+from selfsup.engine.checkpoint import checkpoint_path
+from selfsup.engine.runtime import DEVICES
+from selfsup.methods import METHODS
+from selfsup.models import BACKBONES, STEMS
+from selfsup.presets import PRESETS, resolve_config
+
+DEFAULT_METHOD = "simclr"
+
+HELP_EPILOG = """\
+examples:
+  selfsup pretrain                                   # default method, Fashion-MNIST, cpu preset
+  selfsup pretrain --method vicreg --dataset cifar10 --preset small --data-dir ~/data
+  selfsup pretrain --method simclr --set temperature=0.5 --set aug.blur_prob=0.5
+  selfsup pretrain --dataset imagefolder --data-dir ~/photos --out runs/photos
+  torchrun --nproc-per-node 4 -m selfsup pretrain --method vicreg --preset small --dataset cifar10
+
+--set keys: run settings (epochs, base_lr, weight_decay, warmup_epochs, ...), augmentation settings
+(aug.crop_scale=0.2,1.0  aug.blur_prob=1.0,0.1 for per-view values) and method settings
+(temperature, latent_dim, ...). An unknown key lists the valid ones.
+
+imagefolder: --data-dir ROOT with ROOT/<class>/*.jpg (labels for evaluation), ROOT/train/<class>
+and ROOT/val/<class> (explicit splits), or any folder of images (unlabeled: pretraining only).
+"""
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "pretrain", help="pretrain an encoder with a self-supervised method",
+        description="Pretrain a backbone with a self-supervised method. Writes config.json, metrics.jsonl, "
+                    "TensorBoard logs, summary.json and checkpoints/last.pt to --out.",
+        epilog=HELP_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--method", default=DEFAULT_METHOD, choices=METHODS.names(), metavar="M",
+                        help=f"self-supervised method: {', '.join(METHODS.names())} (default: {DEFAULT_METHOD})")
+    parser.add_argument("--dataset", default=None, choices=DATASETS.names(), metavar="D",
+                        help=f"dataset: {', '.join(DATASETS.names())} (default: fashion-mnist)")
+    parser.add_argument("--data-dir", default=None, help="where the dataset is (or is downloaded to)")
+    parser.add_argument("--preset", default="cpu", choices=PRESETS,
+                        help="recipe scale: imagenet (the papers), small (28-96 px data), cpu (2-core demo; "
+                             "default)")
+    parser.add_argument("--epochs", type=int, default=None, help="number of epochs (default: the preset's)")
+    parser.add_argument("--batch-size", type=int, default=None,
+                        help="global batch size, split over torchrun processes (default: the preset's)")
+    parser.add_argument("--backbone", default=None, choices=BACKBONES.names(), metavar="R",
+                        help=f"backbone: {', '.join(BACKBONES.names())} (default: the preset's)")
+    parser.add_argument("--stem", default=None, choices=STEMS,
+                        help="imagenet: 7x7/2 conv + max-pool; cifar: 3x3/1 conv, no max-pool")
+    parser.add_argument("--out", default=None, help="run directory (default: runs/METHOD-DATASET-TIME)")
+    parser.add_argument("--device", default=None, choices=DEVICES, help="auto (default), cpu, cuda or mps")
+    parser.add_argument("--seed", type=int, default=None, help="random seed (default 0)")
+    parser.add_argument("--resume", action="store_true",
+                        help="continue the run in --out from its last checkpoint, with its saved config")
+    parser.add_argument("--max-steps", type=int, default=None,
+                        help="stop after this many optimizer steps in total (the LR schedule still spans "
+                             "--epochs; for smoke tests and benchmarks)")
+    parser.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
+                        help="override any preset field; repeatable (see below)")
+    parser.add_argument("--eval", action="store_true", help="evaluate (kNN and linear) when training ends")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    parser.set_defaults(run=run)
+
+
+def _flags(args: argparse.Namespace) -> dict:
+    return {"dataset": args.dataset, "data_dir": args.data_dir, "epochs": args.epochs,
+            "batch_size": args.batch_size, "backbone": args.backbone, "stem": args.stem, "device": args.device,
+            "seed": args.seed, "max_steps": args.max_steps}
+
+
+def resolve_run(args: argparse.Namespace) -> tuple[TrainConfig, Path]:
+    """The config and the run directory for these arguments (new run or ``--resume``)."""
+    sets = dict(parse_assignment(item) for item in args.sets)
+    if args.resume:
+        if not args.out:
+            raise ConfigError("--resume needs --out RUN_DIR (the run to continue)")
+        run_dir = Path(args.out)
+        saved = run_dir / "config.json"
+        if not checkpoint_path(run_dir).exists() or not saved.exists():
+            raise ConfigError(f"nothing to resume in {run_dir}: no checkpoint there yet")
+        cfg = TrainConfig.from_dict(json.loads(saved.read_text()))
+        changed = {k: v for k, v in _flags(args).items()
+                   if v is not None and k not in ("max_steps", "device") and getattr(cfg, k) != v}
+        if changed or sets:
+            raise ConfigError(f"--resume continues the saved config of {run_dir}; it cannot change "
+                              f"{sorted(changed) + sorted(sets)}. Start a new run with another --out instead.")
+        cfg.max_steps = args.max_steps
+        if args.device:
+            cfg.device = args.device
+    else:
+        cfg = resolve_config(args.method, args.preset, _flags(args), sets)
+        default_name = f"{cfg.method}-{cfg.dataset}-{time.strftime('%Y%m%d-%H%M%S')}"
+        run_dir = Path(args.out) if args.out else Path("runs") / default_name
+        if checkpoint_path(run_dir).exists():
+            raise ConfigError(f"{run_dir} already holds a run. Continue it with --resume, or choose another "
+                              "--out; nothing was overwritten.")
+    cfg.out = str(run_dir)
+    cfg.progress = not args.no_progress
+    return cfg, run_dir
+
+
+def run(args: argparse.Namespace) -> int:
+    from selfsup import distributed as dist
+    from selfsup.engine.trainer import Trainer
+
+    cfg, run_dir = resolve_run(args)
+    if dist.is_main_process():
+        print(f"selfsup: {cfg.method} on {cfg.dataset} ({cfg.preset} preset, {cfg.backbone}/{cfg.stem}, "
+              f"batch {cfg.batch_size}, {cfg.optimizer} lr {cfg.lr:.4g}, {cfg.epochs} epochs) -> {run_dir}",
+              flush=True)
+    result = Trainer(cfg, run_dir, resume=args.resume).fit()
+    if not dist.is_main_process():
+        return 0
+    summary = result.summary
+    knn = summary.get("final_knn_top1")
+    print(f"selfsup: trained {result.steps} steps in {summary['wall_time_s']:.0f} s "
+          f"({summary['images_per_s']:.0f} images/s), final loss {result.final_loss:.4f}"
+          + (f", kNN monitor {knn:.4f}" if knn is not None else ""))
+    if args.eval:
+        from selfsup.evaluation.evaluate import evaluate_run, format_table
+
+        print(format_table(evaluate_run(run_dir, progress=cfg.progress)))
+    return 0

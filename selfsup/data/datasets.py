@@ -1,0 +1,223 @@
+"""Dataset loaders, registered by name: ``fashion-mnist`` (default), ``cifar10``, ``cifar100``,
+``stl10`` and ``imagefolder``.
+
+Every loader is called as ``loader(split, data_dir)`` with ``split`` one of
+
+* ``"pretrain"``: the images used for self-supervised training (labels not needed);
+* ``"train"``: the labelled training split, used as the kNN bank and linear-probe train set;
+* ``"test"``: the labelled evaluation split.
+"""
+
+from __future__ import annotations
+
+import gzip
+import os
+import socket
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from selfsup.data.base import DatasetNotFoundError, ImageDataset
+from selfsup.registry import Registry
+
+SPLITS = ("pretrain", "train", "test")
+
+DatasetLoader = Callable[[str, "str | None"], ImageDataset]
+DATASETS: Registry[DatasetLoader] = Registry("dataset")
+
+FASHION_MNIST_SYSTEM_DIR = "/usr/share/datasets/fashion-mnist"
+FASHION_MNIST_CLASSES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
+                         "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"]
+
+
+def default_cache_dir() -> Path:
+    """Where downloads go when no ``--data-dir`` is given (``$SELFSUP_DATA`` overrides)."""
+    return Path(os.environ.get("SELFSUP_DATA", Path.home() / ".cache" / "selfsup" / "datasets"))
+
+
+def offline() -> bool:
+    """``SELFSUP_OFFLINE=1`` skips every download attempt (used by the tests)."""
+    return os.environ.get("SELFSUP_OFFLINE", "") not in ("", "0")
+
+
+def check_split(split: str) -> None:
+    if split not in SPLITS:
+        raise ValueError(f"unknown split {split!r}. Valid splits: {', '.join(SPLITS)}")
+
+
+def load_dataset(name: str, split: str, data_dir: str | None = None) -> ImageDataset:
+    """Load dataset ``name`` (see :data:`DATASETS`) for ``split``."""
+    check_split(split)
+    return DATASETS.get(name)(split, data_dir)
+
+
+# ----------------------------------------------------------------------------- IDX (Fashion-MNIST)
+
+
+def read_idx(path: Path) -> np.ndarray:
+    """Read an IDX file (LeCun et al.'s MNIST format), gzipped or not, into a numpy array."""
+    opener = gzip.open if path.suffix == ".gz" else open
+    with opener(path, "rb") as handle:
+        data = handle.read()
+    if data[0] != 0 or data[1] != 0 or data[2] != 0x08:
+        raise ValueError(f"{path} is not an unsigned-byte IDX file")
+    ndim = data[3]
+    shape = [int.from_bytes(data[4 + 4 * i: 8 + 4 * i], "big") for i in range(ndim)]
+    array = np.frombuffer(data, dtype=np.uint8, offset=4 + 4 * ndim)
+    if array.size != int(np.prod(shape)):
+        raise ValueError(f"{path} is truncated: expected {int(np.prod(shape))} values, found {array.size}")
+    return array.reshape(shape)
+
+
+_IDX_STEMS = {
+    "train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
+    "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"),
+}
+
+
+def _find_idx_pair(folder: Path, part: str) -> tuple[Path, Path] | None:
+    """The (images, labels) IDX files of ``part`` in ``folder`` or its torchvision layout."""
+    for base in (folder, folder / "FashionMNIST" / "raw", folder / "fashion-mnist"):
+        found = []
+        for stem in _IDX_STEMS[part]:
+            candidates = [base / stem, base / f"{stem}.gz"]
+            hit = next((c for c in candidates if c.is_file()), None)
+            if hit is None:
+                break
+            found.append(hit)
+        if len(found) == 2:
+            return found[0], found[1]
+    return None
+
+
+def _fashion_mnist_dirs(data_dir: str | None) -> list[Path]:
+    dirs = [Path(data_dir)] if data_dir else []
+    system = os.environ.get("SELFSUP_FASHION_MNIST_DIR", FASHION_MNIST_SYSTEM_DIR)
+    return dirs + [Path(system), default_cache_dir()]
+
+
+def _download_fashion_mnist(root: Path) -> None:
+    import torchvision
+
+    previous = socket.getdefaulttimeout()
+    socket.setdefaulttimeout(20)
+    try:
+        for train in (True, False):
+            torchvision.datasets.FashionMNIST(str(root), train=train, download=True)
+    finally:
+        socket.setdefaulttimeout(previous)
+
+
+@DATASETS.register("fashion-mnist")
+def fashion_mnist(split: str, data_dir: str | None = None) -> ImageDataset:
+    """Fashion-MNIST (Xiao et al. 2017): 60k train / 10k test, 28x28 grayscale, 10 classes.
+
+    Looked for, in order: ``--data-dir``; ``/usr/share/datasets/fashion-mnist`` (Debian package
+    ``dataset-fashion-mnist``); the download cache, filled through torchvision when online.
+    """
+    check_split(split)
+    part = "test" if split == "test" else "train"
+    pair = None
+    for folder in _fashion_mnist_dirs(data_dir):
+        pair = _find_idx_pair(folder, part)
+        if pair:
+            break
+    download_error = ""
+    if pair is None and not offline():
+        root = Path(data_dir) if data_dir else default_cache_dir()
+        try:
+            _download_fashion_mnist(root)
+            pair = _find_idx_pair(root, part)
+        except Exception as err:  # noqa: BLE001 - any network/IO failure ends in the same advice
+            download_error = f" (the download failed: {type(err).__name__}: {err})"
+    if pair is None:
+        looked = ", ".join(str(p) for p in _fashion_mnist_dirs(data_dir))
+        raise DatasetNotFoundError(
+            "Fashion-MNIST was not found (looked in: " + looked + "). Get it in one of three ways:\n"
+            "  1. install the Debian package:  sudo apt-get install dataset-fashion-mnist\n"
+            "     (puts the IDX files in /usr/share/datasets/fashion-mnist/)\n"
+            "  2. pass --data-dir DIR, where DIR holds train-images-idx3-ubyte(.gz),\n"
+            "     train-labels-idx1-ubyte(.gz), t10k-images-idx3-ubyte(.gz), t10k-labels-idx1-ubyte(.gz)\n"
+            "  3. run once with internet access: selfsup downloads it through torchvision into\n"
+            f"     {data_dir or default_cache_dir()}" + download_error
+        )
+    images = torch.from_numpy(read_idx(pair[0]).copy()).unsqueeze(1)
+    labels = torch.from_numpy(read_idx(pair[1]).astype(np.int64))
+    return ImageDataset(name="fashion-mnist", channels=1, mean=[0.2860], std=[0.3530], images=images,
+                        labels=labels, classes=list(FASHION_MNIST_CLASSES))
+
+
+# ----------------------------------------------------------------------------- torchvision sets
+
+
+def _torchvision_set(factory: Callable[..., object], name: str, data_dir: str | None,
+                     **kwargs: object) -> object:
+    """Build a torchvision dataset from ``data_dir``, downloading only if it is missing."""
+    root = Path(data_dir) if data_dir else default_cache_dir()
+    try:
+        return factory(str(root), download=False, **kwargs)
+    except (RuntimeError, FileNotFoundError) as missing:
+        if offline():
+            raise DatasetNotFoundError(_missing_message(name, root, "offline mode")) from missing
+        previous = socket.getdefaulttimeout()
+        socket.setdefaulttimeout(20)
+        try:
+            return factory(str(root), download=True, **kwargs)
+        except Exception as err:  # noqa: BLE001
+            raise DatasetNotFoundError(_missing_message(name, root, f"{type(err).__name__}: {err}")) from err
+        finally:
+            socket.setdefaulttimeout(previous)
+
+
+def _missing_message(name: str, root: Path, why: str) -> str:
+    return (
+        f"{name} was not found under {root} and could not be downloaded ({why}). "
+        f"Either pass --data-dir pointing at a folder that holds torchvision's {name} files "
+        f"(for example the extracted archive from the dataset's website), or run once with "
+        f"internet access so that torchvision can download it there."
+    )
+
+
+def _hwc_to_tensor(array: np.ndarray) -> torch.Tensor:
+    return torch.from_numpy(np.ascontiguousarray(array.transpose(0, 3, 1, 2)))
+
+
+@DATASETS.register("cifar10")
+def cifar10(split: str, data_dir: str | None = None) -> ImageDataset:
+    """CIFAR-10 (Krizhevsky 2009): 50k train / 10k test, 32x32 RGB, 10 classes."""
+    import torchvision
+
+    check_split(split)
+    ds = _torchvision_set(torchvision.datasets.CIFAR10, "CIFAR-10", data_dir, train=split != "test")
+    return ImageDataset(name="cifar10", channels=3, mean=[0.4914, 0.4822, 0.4465], std=[0.2470, 0.2435, 0.2616],
+                        images=_hwc_to_tensor(ds.data), labels=torch.tensor(ds.targets), classes=ds.classes)
+
+
+@DATASETS.register("cifar100")
+def cifar100(split: str, data_dir: str | None = None) -> ImageDataset:
+    """CIFAR-100 (Krizhevsky 2009): 50k train / 10k test, 32x32 RGB, 100 classes."""
+    import torchvision
+
+    check_split(split)
+    ds = _torchvision_set(torchvision.datasets.CIFAR100, "CIFAR-100", data_dir, train=split != "test")
+    return ImageDataset(name="cifar100", channels=3, mean=[0.5071, 0.4865, 0.4409], std=[0.2673, 0.2564, 0.2762],
+                        images=_hwc_to_tensor(ds.data), labels=torch.tensor(ds.targets), classes=ds.classes)
+
+
+@DATASETS.register("stl10")
+def stl10(split: str, data_dir: str | None = None) -> ImageDataset:
+    """STL-10 (Coates et al. 2011): 100k unlabeled + 5k train / 8k test, 96x96 RGB, 10 classes.
+
+    Pretraining uses ``train+unlabeled``, as in the SSL literature; the unlabeled images carry
+    the label -1.
+    """
+    import torchvision
+
+    check_split(split)
+    tv_split = {"pretrain": "train+unlabeled", "train": "train", "test": "test"}[split]
+    ds = _torchvision_set(torchvision.datasets.STL10, "STL-10", data_dir, split=tv_split)
+    return ImageDataset(name="stl10", channels=3, mean=[0.4467, 0.4398, 0.4066], std=[0.2603, 0.2566, 0.2713],
+                        images=torch.from_numpy(np.ascontiguousarray(ds.data)),
+                        labels=torch.from_numpy(ds.labels.astype(np.int64)), classes=ds.classes)

@@ -1,0 +1,332 @@
+"""The one training engine shared by every method.
+
+``Trainer(cfg, run_dir).fit()`` does, in order: set up the device and (under ``torchrun``) the
+process group; load the data and build the view pipeline; build the method from its backbone,
+heads and loss; build the optimizer; resume if asked; then loop
+
+    lr = schedule(step)                      per optimizer step
+    out = method(views, progress)            under autocast (bf16 on GPUs)
+    stop if out.loss is not finite           the last good checkpoint is kept
+    out.loss.backward(); optimizer.step()    DDP averages the gradients
+    method.after_optimizer_step(progress)    e.g. EMA targets
+
+logging every ``log_every`` steps (metrics.jsonl, TensorBoard, progress bar), running the kNN
+monitor every ``knn_every`` epochs, and writing a checkpoint atomically after every epoch and at
+the end. Only rank 0 logs and checkpoints.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
+
+from selfsup import distributed as dist
+from selfsup.config import ConfigError, TrainConfig
+from selfsup.data import build_pipeline, load_dataset
+from selfsup.data.base import ImageDataset
+from selfsup.engine import runtime
+from selfsup.engine.checkpoint import atomic_save, atomic_write_text, checkpoint_path, load_checkpoint
+from selfsup.engine.logging import MetricsLogger, ProgressBar, to_float
+from selfsup.evaluation.features import extract_features
+from selfsup.evaluation.knn import knn_top1
+from selfsup.evaluation.spectrum import effective_rank
+from selfsup.methods import METHODS, Method, Progress
+from selfsup.models import build_backbone
+from selfsup.optim import apply_lr, build_optimizer, lr_factor
+
+
+class TrainingDiverged(RuntimeError):
+    """The loss became NaN or infinite. The message names the last good checkpoint."""
+
+
+def build_method(cfg: TrainConfig, channels: int, gather_distributed: bool = False) -> Method:
+    """The method of ``cfg`` on a fresh backbone (seed it first for a reproducible init)."""
+    method_cls = METHODS.get(cfg.method)
+    args = method_cls.make_args(cfg.method_args)
+    backbone = build_backbone(cfg.backbone, cfg.stem, channels, cfg.zero_init_residual)
+    return method_cls(backbone, args, gather_distributed=gather_distributed)
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def _rng_state() -> dict[str, Any]:
+    state: dict[str, Any] = {"torch": torch.random.get_rng_state(), "python": random.getstate(),
+                             "numpy": np.random.get_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def _set_rng_state(state: dict[str, Any]) -> None:
+    torch.random.set_rng_state(state["torch"])
+    random.setstate(state["python"])
+    np.random.set_state(state["numpy"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def monitor_subset(dataset: ImageDataset, size: int) -> ImageDataset:
+    """An evenly spaced, deterministic subset of ``size`` images (the whole set if smaller).
+
+    Used for the kNN monitor's bank and queries, and for ``train_subset`` (quick experiments)."""
+    if len(dataset) <= size:
+        return dataset
+    return dataset.subset(torch.linspace(0, len(dataset) - 1, size).long())
+
+
+@dataclass
+class TrainResult:
+    run_dir: Path
+    steps: int
+    epochs_done: float
+    final_loss: float
+    summary: dict[str, Any]
+
+
+class Trainer:
+    """Pretrain ``cfg.method`` on ``cfg.dataset``; outputs go to ``run_dir``."""
+
+    def __init__(self, cfg: TrainConfig, run_dir: str | Path, resume: bool = False) -> None:
+        self.cfg = cfg
+        self.run_dir = Path(run_dir)
+        self.resume = resume
+
+    # ------------------------------------------------------------------ setup
+
+    def setup(self) -> None:
+        """Build device, data pipeline, method and optimizer (called by :meth:`fit`)."""
+        cfg = self.cfg
+        if cfg.device in ("auto", "cpu"):
+            runtime.keep_freed_memory()
+        self.device = runtime.resolve_device(cfg.device)
+        dist.init_from_env(self.device.type)
+        self.rank, self.world = dist.rank(), dist.world_size()
+        self.main = self.rank == 0
+        if cfg.sync_bn and self.world > 1 and self.device.type != "cuda":
+            raise ConfigError("sync_bn=true needs CUDA GPUs: PyTorch's SyncBatchNorm does not run on the CPU")
+        if cfg.batch_size % self.world:
+            raise ConfigError(f"--batch-size {cfg.batch_size} is the global batch and must be divisible by "
+                              f"the {self.world} processes")
+        self.amp_dtype = runtime.resolve_precision(cfg.precision, self.device)
+        self.channels_last = cfg.channels_last and self.device.type in ("cpu", "cuda")
+        seed_everything(cfg.seed)
+
+        self.dataset = load_dataset(cfg.dataset, "pretrain", cfg.data_dir)
+        if cfg.train_subset:
+            self.dataset = monitor_subset(self.dataset, cfg.train_subset)
+        self.augment = cfg.augment.resolved(self.dataset.native_size)
+        self.image_size = int(self.augment.image_size or self.dataset.native_size)
+        self.pipeline = build_pipeline(self.dataset, self.augment, cfg.batch_size, self.device, cfg.data_path,
+                                       cfg.seed, self.rank, self.world, cfg.num_workers, self.channels_last)
+        self.steps_per_epoch = len(self.pipeline)
+        self.total_steps = cfg.epochs * self.steps_per_epoch
+
+        seed_everything(cfg.seed)
+        self.method = build_method(cfg, self.dataset.channels, gather_distributed=self.world > 1)
+        if self.channels_last:
+            self.method = self.method.to(memory_format=torch.channels_last)
+        if cfg.sync_bn and self.world > 1:
+            self.method = nn.SyncBatchNorm.convert_sync_batchnorm(self.method)
+        self.method.to(self.device)
+        self.optimizer = build_optimizer(self.method.parameter_groups(), cfg)
+        self.model: nn.Module = self.method
+        if self.world > 1:
+            device_ids = [self.device.index] if self.device.type == "cuda" else None
+            self.model = DistributedDataParallel(self.method, device_ids=device_ids)
+        if cfg.compile:
+            self.model = torch.compile(self.model)
+        self._setup_monitor()
+
+    def _setup_monitor(self) -> None:
+        self.monitor: tuple[ImageDataset, ImageDataset] | None = None
+        if not self.main or self.cfg.knn_every == 0:
+            return
+        try:
+            bank = load_dataset(self.cfg.dataset, "train", self.cfg.data_dir)
+            queries = load_dataset(self.cfg.dataset, "test", self.cfg.data_dir)
+        except Exception:  # noqa: BLE001 - unlabeled data: no monitor, training goes on
+            return
+        if not (bank.has_labels and queries.has_labels):
+            return
+        self.monitor = (monitor_subset(bank, self.cfg.knn_bank), monitor_subset(queries, self.cfg.knn_queries))
+
+    # ------------------------------------------------------------------ checkpoints
+
+    def _save(self, epoch: int, batch: int, step: int, elapsed: float, finished: bool = False) -> None:
+        if not self.main:
+            return
+        state = {
+            "method": self.method.state_dict(),
+            "method_state": self.method.state_for_checkpoint(),
+            "optimizer": self.optimizer.state_dict(),
+            "epoch": epoch,
+            "batch": batch,
+            "step": step,
+            "elapsed_s": elapsed,
+            "finished": finished,
+            "rng": _rng_state(),
+            "config": self.cfg.to_dict(),
+        }
+        atomic_save(state, checkpoint_path(self.run_dir))
+
+    def _load(self) -> tuple[int, int, int, float]:
+        state = load_checkpoint(checkpoint_path(self.run_dir), map_location=self.device)
+        self.method.load_state_dict(state["method"])
+        self.method.load_state_for_checkpoint(state.get("method_state", {}))
+        self.optimizer.load_state_dict(state["optimizer"])
+        _set_rng_state(state["rng"])
+        return state["epoch"], state["batch"], state["step"], state.get("elapsed_s", 0.0)
+
+    # ------------------------------------------------------------------ monitoring
+
+    @torch.no_grad()
+    def knn_monitor(self) -> dict[str, float]:
+        """kNN top-1 of h on a held-out subset, plus the embedding's effective rank and std."""
+        if self.monitor is None:
+            return {}
+        bank, queries = self.monitor
+        was_training = self.method.training
+        self.method.eval()
+        try:
+            with runtime.autocast(self.device, self.amp_dtype):
+                h_bank, z_bank = extract_features(self.method.embed, bank, self.image_size, self.device,
+                                                  channels_last=self.channels_last)
+                h_query, _ = extract_features(self.method.embed, queries, self.image_size, self.device,
+                                              channels_last=self.channels_last)
+        finally:
+            self.method.train(was_training)
+        z = torch.nn.functional.normalize(z_bank, dim=1)
+        return {
+            "knn_top1": knn_top1(h_bank, bank.labels, h_query, queries.labels),
+            "effective_rank": effective_rank(z_bank),
+            "embedding_std": float(z.std(0).mean()),
+        }
+
+    # ------------------------------------------------------------------ the loop
+
+    def fit(self) -> TrainResult:
+        self.setup()
+        cfg = self.cfg
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        epoch, start_batch, step, elapsed = 0, 0, 0, 0.0
+        if self.resume:
+            epoch, start_batch, step, elapsed = self._load()
+        if self.main:
+            atomic_write_text(json.dumps(cfg.to_dict(), indent=2) + "\n", self.run_dir / "config.json")
+        logger = MetricsLogger(self.run_dir, enabled=self.main)
+        if self.resume:
+            logger.truncate_after(step)
+        stop_at = min(self.total_steps, cfg.max_steps) if cfg.max_steps else self.total_steps
+        bar = ProgressBar(stop_at, step, enabled=self.main and cfg.progress)
+        window_start, window_steps = time.perf_counter(), 0
+        run_start = time.perf_counter() - elapsed
+        last_loss, last_logs, monitor = float("nan"), {}, {}
+        images_per_s = 0.0
+        self.method.train()
+        try:
+            while epoch < cfg.epochs and step < stop_at:
+                batch = start_batch
+                for views in self.pipeline.epoch(epoch, start_batch):
+                    out = self.train_step(views.views, step, epoch)
+                    step += 1
+                    batch += 1
+                    window_steps += 1
+                    end_of_epoch = batch == self.steps_per_epoch
+                    if step % max(1, cfg.log_every) == 0 or end_of_epoch or step == stop_at:
+                        now = time.perf_counter()
+                        images_per_s = window_steps * cfg.batch_size / max(now - window_start, 1e-9)
+                        last_loss = to_float(dist.all_reduce_mean(out.loss.detach()))
+                        last_logs = {k: to_float(v) for k, v in out.logs.items()}
+                        row = {"step": step, "epoch": epoch + batch / self.steps_per_epoch, "loss": last_loss,
+                               "lr": self.optimizer.param_groups[0]["lr"], "images_per_s": images_per_s,
+                               **last_logs}
+                        if end_of_epoch and cfg.knn_every and ((epoch + 1) % cfg.knn_every == 0
+                                                               or epoch + 1 == cfg.epochs):
+                            monitor = self.knn_monitor()
+                            row.update(monitor)
+                            if monitor:
+                                bar.write(f"epoch {epoch + 1}: kNN top-1 (monitor) {monitor['knn_top1']:.4f}")
+                        logger.log(row)
+                        window_start, window_steps = time.perf_counter(), 0
+                    bar.update(last_loss, self.optimizer.param_groups[0]["lr"], images_per_s, epoch + 1)
+                    if step >= stop_at:
+                        break
+                if batch == self.steps_per_epoch:
+                    epoch, start_batch = epoch + 1, 0
+                else:
+                    start_batch = batch
+                self._save(epoch, start_batch, step, time.perf_counter() - run_start,
+                           finished=epoch >= cfg.epochs)
+                dist.barrier()
+        finally:
+            bar.close()
+            logger.close()
+        wall = time.perf_counter() - run_start
+        summary = {
+            "method": cfg.method, "dataset": cfg.dataset, "preset": cfg.preset, "steps": step,
+            "epochs": step / self.steps_per_epoch, "wall_time_s": round(wall, 2),
+            "images_per_s": round(step * cfg.batch_size / max(wall, 1e-9), 2),
+            "peak_rss_mib": round(runtime.peak_rss_mib(), 1), "peak_gpu_mib": runtime.peak_gpu_mib(self.device),
+            "final_loss": last_loss, **{f"final_{k}": v for k, v in last_logs.items()},
+            **{f"final_{k}": v for k, v in monitor.items()}, "world_size": self.world,
+            "device": str(self.device), "finished": epoch >= cfg.epochs,
+        }
+        if self.main:
+            atomic_write_text(json.dumps(summary, indent=2) + "\n", self.run_dir / "summary.json")
+        return TrainResult(self.run_dir, step, step / self.steps_per_epoch, last_loss, summary)
+
+    def train_step(self, views: list[torch.Tensor], step: int, epoch: int) -> Any:
+        """One optimizer step on a batch of views: LR, forward, finiteness check, backward, step, hooks."""
+        cfg = self.cfg
+        progress = Progress(step, self.total_steps, epoch, self.steps_per_epoch)
+        factor = lr_factor(step, self.steps_per_epoch, cfg.epochs, schedule=cfg.schedule,
+                           warmup_epochs=cfg.warmup_epochs, warmup_start_ratio=cfg.warmup_start_ratio,
+                           final_lr_ratio=cfg.final_lr_ratio, milestones=cfg.lr_milestones,
+                           gamma=cfg.lr_gamma, per_step=cfg.schedule_per_step)
+        apply_lr(self.optimizer, cfg.lr, factor)
+        with runtime.autocast(self.device, self.amp_dtype):
+            out = self.model(views, progress)
+        self._check_finite(out.loss, step, epoch)
+        self.optimizer.zero_grad(set_to_none=True)
+        out.loss.backward()
+        if cfg.grad_clip > 0:
+            torch.nn.utils.clip_grad_norm_(self.method.parameters(), cfg.grad_clip)
+        self.method.before_optimizer_step(progress)
+        self.optimizer.step()
+        self.method.after_optimizer_step(progress)
+        return out
+
+    def _check_finite(self, loss: torch.Tensor, step: int, epoch: int) -> None:
+        finite = torch.isfinite(loss.detach()).float()
+        if dist.is_distributed():
+            finite = finite.clone()
+            torch.distributed.all_reduce(finite, op=torch.distributed.ReduceOp.MIN)
+        if finite.item() == 1.0:
+            return
+        path = checkpoint_path(self.run_dir)
+        kept = f"The last good checkpoint is kept at {path}" if path.exists() else \
+            "No checkpoint had been written yet"
+        raise TrainingDiverged(
+            f"the loss became {to_float(loss)} at step {step + 1} (epoch {epoch + 1}); training stopped. "
+            f"{kept}. Lower the learning rate (--set base_lr=...), use --set grad_clip=1.0 or "
+            f"--set precision=fp32, then resume with --resume or start again."
+        )
+
+
+def is_finished(run_dir: str | Path) -> bool:
+    path = checkpoint_path(run_dir)
+    return path.exists() and bool(load_checkpoint(path).get("finished"))
+

@@ -1,0 +1,182 @@
+"""The base class every method derives from, and the method registry.
+
+A method is a small ``nn.Module`` composed of
+
+* a backbone (``self.backbone``, images -> h),
+* its heads (projector, predictor ... built with :func:`selfsup.models.mlp`),
+* a loss from :mod:`selfsup.losses`,
+
+and declares its hyperparameters (``Args``), its recipes (``presets``) and, when it needs them,
+extra hooks. The training engine (:mod:`selfsup.engine.trainer`) is the same for every method:
+it calls ``method(views, progress)`` (i.e. :meth:`Method.training_step`), back-propagates the
+returned loss, steps the optimizer, then calls :meth:`Method.after_optimizer_step`.
+
+Adding a method takes one file::
+
+    @register_method
+    class MyMethod(Method):
+        name = "mymethod"
+        summary = "one line for `selfsup methods`"
+
+        @dataclass
+        class Args:
+            latent_dim: int = 128
+
+        presets = {"imagenet": {...}, "small": {...}, "cpu": {...}}
+
+        def __init__(self, backbone, args, gather_distributed=False): ...
+        def training_step(self, views, progress) -> StepOutput: ...
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import typing
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import torch
+from torch import nn
+
+from selfsup.config import coerce
+from selfsup.models.backbones import Backbone
+from selfsup.registry import Registry
+
+
+@dataclass(frozen=True)
+class Progress:
+    """Where training is: used by schedules that live inside methods (EMA momentum, freezing)."""
+
+    step: int
+    total_steps: int
+    epoch: int
+    steps_per_epoch: int
+
+    @property
+    def fraction(self) -> float:
+        """Training progress in [0, 1]."""
+        return min(1.0, self.step / max(1, self.total_steps))
+
+    @property
+    def epoch_fraction(self) -> float:
+        """Fractional epoch, e.g. 2.5 half-way through the third epoch."""
+        return self.step / max(1, self.steps_per_epoch)
+
+
+@dataclass
+class StepOutput:
+    """What a training step returns to the engine.
+
+    ``loss`` is back-propagated. ``logs`` are scalars written to metrics.jsonl. ``embedding`` is
+    one view's projector output, used for the collapse monitor (std of the L2-normalised
+    embedding: about 1/√d when healthy, near 0 when collapsed).
+    """
+
+    loss: torch.Tensor
+    logs: dict[str, float | torch.Tensor] = field(default_factory=dict)
+    embedding: torch.Tensor | None = None
+
+
+class Method(nn.Module):
+    """Base class of all self-supervised methods."""
+
+    name: ClassVar[str] = ""
+    summary: ClassVar[str] = ""
+    paper: ClassVar[str] = ""
+    Args: ClassVar[type] = type("Args", (), {})
+    presets: ClassVar[dict[str, dict[str, Any]]] = {}
+
+    def __init__(self, backbone: Backbone, args: Any, gather_distributed: bool = False) -> None:
+        super().__init__()
+        self.backbone = backbone
+        self.args = args
+        self.gather_distributed = gather_distributed
+
+    # ------------------------------------------------------------------ hooks for subclasses
+
+    def training_step(self, views: Sequence[torch.Tensor], progress: Progress) -> StepOutput:
+        """Compute the self-supervised loss for one batch of views (large views first)."""
+        raise NotImplementedError
+
+    def project(self, h: torch.Tensor) -> torch.Tensor:
+        """The projector output z for backbone features h (used by evaluation)."""
+        raise NotImplementedError
+
+    def parameter_groups(self) -> list[dict[str, Any]]:
+        """Optimizer parameter groups. Keys besides ``params``: ``lr_mult`` (multiplies the
+        scheduled LR), ``fixed_lr`` (stay at the peak LR, e.g. SimSiam's predictor) and
+        ``lr_mult_1d`` (LR multiplier for the biases and norm parameters of the group,
+        e.g. Barlow Twins). Default: one group with every trainable parameter."""
+        return [{"params": [p for p in self.parameters() if p.requires_grad]}]
+
+    def before_optimizer_step(self, progress: Progress) -> None:
+        """Called after backward, before the optimizer step (e.g. freeze prototypes)."""
+
+    def after_optimizer_step(self, progress: Progress) -> None:
+        """Called after the optimizer step (e.g. EMA target updates)."""
+
+    def state_for_checkpoint(self) -> dict[str, Any]:
+        """Extra non-tensor state to checkpoint. Tensor state belongs in buffers."""
+        return {}
+
+    def load_state_for_checkpoint(self, state: dict[str, Any]) -> None:
+        """Restore what :meth:`state_for_checkpoint` returned."""
+
+    @classmethod
+    def latent_dim(cls, args: Any) -> int:
+        """The embedding (latent) dimension shown in the recipe table."""
+        return int(args.latent_dim)
+
+    @classmethod
+    def num_views(cls, args: Any) -> int:
+        """How many large views a training step expects (small multi-crop views come extra)."""
+        return 2
+
+    # ------------------------------------------------------------------ shared behaviour
+
+    def forward(self, views: Sequence[torch.Tensor], progress: Progress) -> StepOutput:
+        """The training step (so that DDP's forward hooks see it)."""
+        return self.training_step(views, progress)
+
+    @torch.no_grad()
+    def embed(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Backbone features h and projector outputs z, for evaluation (call in eval mode)."""
+        h = self.backbone(images)
+        return h, self.project(h)
+
+    @classmethod
+    def make_args(cls, values: dict[str, Any]) -> Any:
+        """Build ``cls.Args`` from a dict, with a clear error for unknown keys."""
+        names = [f.name for f in dataclasses.fields(cls.Args)]
+        unknown = sorted(set(values) - set(names))
+        if unknown:
+            raise ValueError(f"unknown {cls.name} settings {unknown}. Valid: {', '.join(names)}")
+        hints = typing.get_type_hints(cls.Args)
+        return cls.Args(**{k: coerce(v, hints[k], k) for k, v in values.items()})
+
+
+METHODS: Registry[type[Method]] = Registry("method")
+
+
+def register_method(cls: type[Method]) -> type[Method]:
+    """Class decorator: register a :class:`Method` subclass under ``cls.name``."""
+    if not cls.name:
+        raise ValueError(f"{cls.__name__} needs a `name`")
+    return METHODS.register(cls.name)(cls)
+
+
+def embedding_std(z: torch.Tensor) -> torch.Tensor:
+    """Std over the batch of the L2-normalised embeddings, averaged over dimensions.
+
+    About 1/√d for a healthy (spread-out) embedding and near 0 under collapse
+    (SimSiam §4.1, Fig. 2).
+    """
+    z = torch.nn.functional.normalize(z.detach().float(), dim=1)
+    return z.std(dim=0).mean()
+
+
+def cosine_increase(base: float, progress: float, final: float = 1.0) -> float:
+    """BYOL's momentum schedule: τ = final − (final − base)·(cos(π·progress) + 1)/2 (BYOL §3.2)."""
+    return final - (final - base) * (math.cos(math.pi * progress) + 1) / 2

@@ -1,0 +1,6 @@
+"""Backbones and heads."""
+
+from selfsup.models.backbones import BACKBONES, STEMS, Backbone, build_backbone
+from selfsup.models.heads import mlp
+
+__all__ = ["BACKBONES", "STEMS", "Backbone", "build_backbone", "mlp"]

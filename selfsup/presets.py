@@ -1,0 +1,121 @@
+"""Presets: the single source of truth for every recipe.
+
+A run's config is the :class:`~selfsup.config.TrainConfig` defaults, overlaid with
+:data:`PRESET_BASES` ``[preset]`` (what every method shares at that scale), then with the method's
+own ``Method.presets[preset]`` (its paper recipe), then with CLI flags and ``--set``.
+
+* ``imagenet``: the papers' ImageNet recipes (ResNet-50, ImageNet stem). For SimCLR, TiCo and
+  VICReg these are exactly the reference sheet's table.
+* ``small``: 28-96 px datasets (CIFAR, STL-10, Fashion-MNIST), from the CIFAR recipes in the
+  reference (solo-learn, the official CIFAR commands). ResNet-18 with the CIFAR stem.
+* ``cpu``: sized so that the demo (pretrain, then evaluate) finishes in about 10 minutes on
+  2 CPU cores; see ``docs/cpu-preset.md`` for the measurements behind it.
+
+``selfsup methods [--preset P] [--json]`` prints them as the sheet's table.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+from selfsup.config import ConfigError, TrainConfig, apply_overrides
+from selfsup.methods import METHODS, Method
+
+PRESETS = ("imagenet", "small", "cpu")
+
+PRESET_BASES: dict[str, dict[str, Any]] = {
+    "imagenet": {
+        "backbone": "resnet50", "stem": "imagenet", "optimizer": "lars", "warmup_epochs": 10,
+        "schedule": "warmup_cosine", "knn_every": 10,
+    },
+    "small": {
+        "backbone": "resnet18", "stem": "cifar", "optimizer": "lars", "warmup_epochs": 10,
+        "schedule": "warmup_cosine", "batch_size": 256, "knn_every": 10,
+    },
+    "cpu": {
+        "backbone": "resnet18", "stem": "imagenet", "batch_size": 256, "epochs": 4,
+        "optimizer": "lars", "base_lr": 0.3, "weight_decay": 1e-6, "warmup_epochs": 0.25,
+        "schedule": "warmup_cosine", "knn_every": 1,
+        "aug.image_size": 32, "aug.crop_scale": (0.2, 1.0), "aug.blur_prob": (0.0,),
+        "aug.solarize_prob": (0.0,),
+    },
+}
+
+
+def check_preset(preset: str) -> None:
+    if preset not in PRESETS:
+        raise ConfigError(f"unknown preset {preset!r}. Valid presets: {', '.join(PRESETS)}")
+
+
+def preset_overrides(method: type[Method], preset: str) -> dict[str, Any]:
+    """The merged preset dict (base, then method) for ``method`` at ``preset``."""
+    check_preset(preset)
+    return {**PRESET_BASES[preset], **method.presets.get(preset, {})}
+
+
+def resolve_config(method: str, preset: str = "cpu", flags: dict[str, Any] | None = None,
+                   sets: dict[str, Any] | None = None) -> TrainConfig:
+    """Build the full :class:`TrainConfig` for ``method`` at ``preset``.
+
+    ``flags`` are explicit CLI flags (``epochs``, ``batch_size``, ``dataset`` ...) and ``sets``
+    the ``--set key=value`` pairs; both use the key grammar of :mod:`selfsup.config`.
+    """
+    method_cls = METHODS.get(method)
+    cfg = TrainConfig(method=method_cls.name, preset=preset)
+    apply_overrides(cfg, preset_overrides(method_cls, preset), method_cls.Args)
+    apply_overrides(cfg, {k: v for k, v in (flags or {}).items() if v is not None}, method_cls.Args)
+    apply_overrides(cfg, sets or {}, method_cls.Args)
+    cfg.method_args = dataclasses.asdict(method_cls.make_args(cfg.method_args))
+    validate(cfg)
+    return cfg
+
+
+def validate(cfg: TrainConfig) -> None:
+    """Reject settings that cannot work, saying why."""
+    if cfg.batch_size < 2:
+        raise ConfigError(f"batch_size={cfg.batch_size} is impossible: self-supervised losses compare the "
+                          "images of a batch with each other (negatives, variance, covariance), so a "
+                          "batch needs at least 2 images")
+    if cfg.epochs < 1:
+        raise ConfigError(f"epochs={cfg.epochs}: train for at least 1 epoch")
+    if cfg.max_steps is not None and cfg.max_steps < 1:
+        raise ConfigError(f"max_steps={cfg.max_steps}: must be at least 1")
+    if cfg.base_lr <= 0:
+        raise ConfigError(f"base_lr={cfg.base_lr}: the learning rate must be positive")
+    for name in ("knn_every", "log_every"):
+        if getattr(cfg, name) < 0:
+            raise ConfigError(f"{name} must be >= 0")
+
+
+def schedule_text(cfg: TrainConfig) -> str:
+    """The schedule column of the sheet's table, e.g. ``linear warmup, cosine decay``."""
+    if cfg.schedule == "warmup_cosine":
+        text = "linear warmup, cosine decay" if cfg.warmup_epochs > 0 else "cosine decay"
+        return text + (f" to {cfg.final_lr_ratio:g}x" if cfg.final_lr_ratio else "")
+    if cfg.schedule == "step":
+        steps = ", ".join(f"{m:g}" for m in cfg.lr_milestones)
+        return f"step x{cfg.lr_gamma:g} at epochs {steps}"
+    return "constant"
+
+
+def recipe_row(method: str, preset: str) -> dict[str, Any]:
+    """One row of the sheet's table (the keys of ``selfsup methods --json``)."""
+    cfg = resolve_config(method, preset)
+    method_cls = METHODS.get(method)
+    args = method_cls.make_args(cfg.method_args)
+    return {
+        "method": method_cls.name,
+        "latent_dim": method_cls.latent_dim(args),
+        "batch_size": cfg.batch_size,
+        "optimizer": cfg.optimizer.upper() if cfg.optimizer == "lars" else cfg.optimizer,
+        "lr": round(cfg.lr, 10),
+        "weight_decay": cfg.weight_decay,
+        "schedule": schedule_text(cfg),
+        "epochs": cfg.epochs,
+    }
+
+
+def recipe_table(preset: str) -> list[dict[str, Any]]:
+    check_preset(preset)
+    return [recipe_row(name, preset) for name in METHODS.names()]

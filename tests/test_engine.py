@@ -1,0 +1,93 @@
+"""The training engine: resume equals an uninterrupted run, divergence stops cleanly, atomic files."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import pytest
+import torch
+
+from selfsup.cli.main import main
+from selfsup.engine.checkpoint import atomic_save, checkpoint_path, load_checkpoint
+from tests.conftest import needs_fashion_mnist
+
+TINY = ["--backbone", "resnet10", "--batch-size", "16", "--epochs", "2", "--no-progress",
+        "--set", "train_subset=64", "--set", "aug.image_size=16", "--set", "knn_every=0",
+        "--set", "hidden_dim=32", "--set", "latent_dim=16", "--set", "log_every=1"]
+
+
+def state(run_dir):
+    return load_checkpoint(checkpoint_path(run_dir))
+
+
+@needs_fashion_mnist
+@pytest.mark.parametrize("method", ["simclr", "tico"])
+def test_resume_equals_an_uninterrupted_run(tmp_path, method):
+    straight, resumed = tmp_path / "straight", tmp_path / "resumed"
+    extra = ["--method", method]
+    assert main(["pretrain", *extra, *TINY, "--out", str(straight)]) == 0
+    # stop in the middle of the second epoch (4 steps per epoch), then resume to the end
+    assert main(["pretrain", *extra, *TINY, "--out", str(resumed), "--max-steps", "6"]) == 0
+    assert state(resumed)["step"] == 6 and not state(resumed)["finished"]
+    assert main(["pretrain", "--out", str(resumed), "--resume", "--no-progress"]) == 0
+    a, b = state(straight), state(resumed)
+    assert a["step"] == b["step"] == 8 and a["finished"] and b["finished"]
+    for key, tensor in a["method"].items():
+        assert torch.equal(tensor, b["method"][key]), key
+    for key, value in a["optimizer"]["state"].items():
+        assert torch.equal(value["momentum_buffer"], b["optimizer"]["state"][key]["momentum_buffer"])
+    rows_a = [json.loads(line) for line in (straight / "metrics.jsonl").read_text().splitlines()]
+    rows_b = [json.loads(line) for line in (resumed / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows_a] == [r["step"] for r in rows_b]
+    assert [r["loss"] for r in rows_a] == pytest.approx([r["loss"] for r in rows_b], rel=1e-6)
+
+
+@needs_fashion_mnist
+def test_metrics_rows_hold_the_required_keys(tmp_path):
+    assert main(["pretrain", *TINY, "--out", str(tmp_path / "run"), "--max-steps", "3"]) == 0
+    rows = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert len(rows) == 3
+    for row in rows:
+        assert {"step", "epoch", "loss", "lr", "images_per_s"} <= row.keys()
+    config = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert config["method"] == "simclr" and config["batch_size"] == 16
+    assert (tmp_path / "run" / "tensorboard").is_dir()
+
+
+@needs_fashion_mnist
+def test_diverging_run_stops_with_a_message_and_keeps_the_last_good_checkpoint(tmp_path, capsys):
+    run = tmp_path / "run"
+    assert main(["pretrain", *TINY, "--out", str(run), "--epochs", "3", "--max-steps", "4"]) == 0
+    good = state(run)
+    # resume with a poisoned method: the loss becomes NaN at the next step
+    from selfsup.methods.simclr import SimCLR
+
+    original = SimCLR.contrastive_loss
+    SimCLR.contrastive_loss = lambda self, z1, z2: original(self, z1, z2) * float("nan")
+    try:
+        code = main(["pretrain", "--out", str(run), "--resume", "--no-progress"])
+    finally:
+        SimCLR.contrastive_loss = original
+    assert code == 1
+    message = capsys.readouterr().err
+    assert "loss became nan" in message and "last good checkpoint is kept" in message
+    kept = state(run)
+    assert kept["step"] == good["step"] == 4
+    for key, tensor in good["method"].items():
+        assert torch.equal(tensor, kept["method"][key])
+
+
+def test_atomic_save_keeps_the_old_file_when_writing_fails(tmp_path):
+    path = tmp_path / "ckpt.pt"
+    atomic_save({"x": 1}, path)
+
+    class Unpicklable:
+        def __reduce__(self):
+            raise RuntimeError("boom")
+
+    with pytest.raises(RuntimeError, match="boom"):
+        atomic_save({"x": Unpicklable()}, path)
+    assert torch.load(path) == {"x": 1}
+    assert [p.name for p in tmp_path.iterdir()] == ["ckpt.pt"]  # no temporary file left behind
+    assert not any(name.endswith(".tmp") for name in os.listdir(tmp_path))
