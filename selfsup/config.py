@@ -101,6 +101,7 @@ class TrainConfig:
     backbone: str = "resnet18"
     stem: str = "cifar"
     zero_init_residual: bool = False
+    norm: str = "batch"
     sync_bn: bool = False
     # optimisation
     epochs: int = 100

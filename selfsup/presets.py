@@ -43,15 +43,42 @@ PRESET_BASES: dict[str, dict[str, Any]] = {
 }
 
 
+SHEET_ORDER = ("cpc", "dim", "amdim", "moco", "simclr", "swav", "byol", "simsiam", "wmse", "tico", "vicreg",
+               "barlowtwins")
+"""The reference sheet's order of the methods, used by ``selfsup methods`` and reports."""
+
+
+def method_names() -> list[str]:
+    """Every name ``--method`` accepts: registered methods and their ``name-variant`` forms, sheet order."""
+    names = []
+    for name in sorted(METHODS.names(), key=lambda n: (SHEET_ORDER.index(n) if n in SHEET_ORDER else 99, n)):
+        variants = METHODS.get(name).variants
+        names += [name] + [f"{name}-{v}" for v in variants]
+    return names
+
+
+def split_variant(method: str) -> tuple[type[Method], str | None]:
+    """``"moco-v3"`` -> (MoCo, "v3"); ``"simclr"`` -> (SimCLR, None). Unknown names list the valid ones."""
+    if method in METHODS:
+        return METHODS.get(method), None
+    base, _, variant = method.rpartition("-")
+    if base in METHODS and variant in METHODS.get(base).variants:
+        return METHODS.get(base), variant
+    from selfsup.registry import UnknownNameError
+
+    raise UnknownNameError(f"unknown method {method!r}. Valid methods: {', '.join(method_names())}.")
+
+
 def check_preset(preset: str) -> None:
     if preset not in PRESETS:
         raise ConfigError(f"unknown preset {preset!r}. Valid presets: {', '.join(PRESETS)}")
 
 
-def preset_overrides(method: type[Method], preset: str) -> dict[str, Any]:
-    """The merged preset dict (base, then method) for ``method`` at ``preset``."""
+def preset_overrides(method: type[Method], preset: str, variant: str | None = None) -> dict[str, Any]:
+    """The merged preset dict (base, then method, then variant) for ``method`` at ``preset``."""
     check_preset(preset)
-    return {**PRESET_BASES[preset], **method.presets.get(preset, {})}
+    extra = method.variants[variant].get(preset, {}) if variant else {}
+    return {**PRESET_BASES[preset], **method.presets.get(preset, {}), **extra}
 
 
 def resolve_config(method: str, preset: str = "cpu", flags: dict[str, Any] | None = None,
@@ -61,9 +88,9 @@ def resolve_config(method: str, preset: str = "cpu", flags: dict[str, Any] | Non
     ``flags`` are explicit CLI flags (``epochs``, ``batch_size``, ``dataset`` ...) and ``sets``
     the ``--set key=value`` pairs; both use the key grammar of :mod:`selfsup.config`.
     """
-    method_cls = METHODS.get(method)
+    method_cls, variant = split_variant(method)
     cfg = TrainConfig(method=method_cls.name, preset=preset)
-    apply_overrides(cfg, preset_overrides(method_cls, preset), method_cls.Args)
+    apply_overrides(cfg, preset_overrides(method_cls, preset, variant), method_cls.Args)
     apply_overrides(cfg, {k: v for k, v in (flags or {}).items() if v is not None}, method_cls.Args)
     apply_overrides(cfg, sets or {}, method_cls.Args)
     cfg.method_args = dataclasses.asdict(method_cls.make_args(cfg.method_args))
@@ -102,10 +129,10 @@ def schedule_text(cfg: TrainConfig) -> str:
 def recipe_row(method: str, preset: str) -> dict[str, Any]:
     """One row of the sheet's table (the keys of ``selfsup methods --json``)."""
     cfg = resolve_config(method, preset)
-    method_cls = METHODS.get(method)
+    method_cls, _ = split_variant(method)
     args = method_cls.make_args(cfg.method_args)
     return {
-        "method": method_cls.name,
+        "method": method,
         "latent_dim": method_cls.latent_dim(args),
         "batch_size": cfg.batch_size,
         "optimizer": cfg.optimizer.upper() if cfg.optimizer == "lars" else cfg.optimizer,
@@ -118,4 +145,5 @@ def recipe_row(method: str, preset: str) -> dict[str, Any]:
 
 def recipe_table(preset: str) -> list[dict[str, Any]]:
     check_preset(preset)
-    return [recipe_row(name, preset) for name in METHODS.names()]
+    return [recipe_row(name, preset) for name in method_names()
+            if not (split_variant(name)[0].variants and split_variant(name)[1] is None)]

@@ -1,22 +1,28 @@
 """``selfsup``: pretrain, evaluate and compare self-supervised encoders.
 
-Each sub-command lives in its own module with ``add_parser(subparsers)`` and ``run(args)``;
-:data:`COMMANDS` lists them in the order ``selfsup --help`` shows.
+Each sub-command lives in its own module ``selfsup/cli/<name>_cmd.py`` with ``add_parser(subparsers)``
+and ``run(args)``; every such module is found automatically. :data:`ORDER` fixes the order that
+``selfsup --help`` shows; commands not listed there follow alphabetically.
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib
+import pkgutil
 import sys
 from collections.abc import Sequence
 
+import selfsup.cli
 from selfsup import __version__
 
-COMMANDS = ("pretrain", "eval", "methods")
+ORDER = ("pretrain", "eval", "methods", "compare", "export", "embed")
 
-EXPECTED_ERRORS: tuple[type[BaseException], ...] = ()
 
+def command_modules() -> list[str]:
+    """The names of all ``*_cmd`` modules, in help order."""
+    found = [m.name[: -len("_cmd")] for m in pkgutil.iter_modules(selfsup.cli.__path__) if m.name.endswith("_cmd")]
+    return sorted(found, key=lambda name: (ORDER.index(name) if name in ORDER else len(ORDER), name))
 
 def _expected_errors() -> tuple[type[BaseException], ...]:
     from selfsup.config import ConfigError
@@ -40,8 +46,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"selfsup {__version__}")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    for name in COMMANDS:
-        module = importlib.import_module(f"selfsup.cli.{name.replace('-', '_')}_cmd")
+    for name in command_modules():
+        module = importlib.import_module(f"selfsup.cli.{name}_cmd")
         module.add_parser(subparsers)
     return parser
 

@@ -38,9 +38,9 @@ def format_value(key: str, value: object) -> str:
 def render(rows: list[dict]) -> str:
     cells = [[format_value(key, row[key]) for _, key in COLUMNS] for row in rows]
     widths = [max(len(title), *(len(c[i]) for c in cells)) for i, (title, _) in enumerate(COLUMNS)]
-    line = " | ".join(title.ljust(w) for (title, _), w in zip(COLUMNS, widths))
+    line = " | ".join(title.ljust(w) for (title, _), w in zip(COLUMNS, widths)).rstrip()
     rule = "-|-".join("-" * w for w in widths)
-    body = [" | ".join(c.ljust(w) for c, w in zip(cell, widths)) for cell in cells]
+    body = [" | ".join(c.ljust(w) for c, w in zip(cell, widths)).rstrip() for cell in cells]
     return "\n".join([line, rule, *body])
 
 

@@ -11,9 +11,8 @@ from selfsup.config import ConfigError, TrainConfig, parse_assignment
 from selfsup.data import DATASETS
 from selfsup.engine.checkpoint import checkpoint_path
 from selfsup.engine.runtime import DEVICES
-from selfsup.methods import METHODS
 from selfsup.models import BACKBONES, STEMS
-from selfsup.presets import PRESETS, resolve_config
+from selfsup.presets import PRESETS, method_names, resolve_config
 
 DEFAULT_METHOD = "simclr"
 
@@ -40,8 +39,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         description="Pretrain a backbone with a self-supervised method. Writes config.json, metrics.jsonl, "
                     "TensorBoard logs, summary.json and checkpoints/last.pt to --out.",
         epilog=HELP_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--method", default=DEFAULT_METHOD, choices=METHODS.names(), metavar="M",
-                        help=f"self-supervised method: {', '.join(METHODS.names())} (default: {DEFAULT_METHOD})")
+    parser.add_argument("--method", default=DEFAULT_METHOD, choices=method_names(), metavar="M",
+                        help=f"self-supervised method: {', '.join(method_names())} (default: {DEFAULT_METHOD})")
     parser.add_argument("--dataset", default=None, choices=DATASETS.names(), metavar="D",
                         help=f"dataset: {', '.join(DATASETS.names())} (default: fashion-mnist)")
     parser.add_argument("--data-dir", default=None, help="where the dataset is (or is downloaded to)")

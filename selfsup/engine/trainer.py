@@ -52,7 +52,7 @@ def build_method(cfg: TrainConfig, channels: int, gather_distributed: bool = Fal
     """The method of ``cfg`` on a fresh backbone (seed it first for a reproducible init)."""
     method_cls = METHODS.get(cfg.method)
     args = method_cls.make_args(cfg.method_args)
-    backbone = build_backbone(cfg.backbone, cfg.stem, channels, cfg.zero_init_residual)
+    backbone = build_backbone(cfg.backbone, cfg.stem, channels, cfg.zero_init_residual, cfg.norm)
     return method_cls(backbone, args, gather_distributed=gather_distributed)
 
 

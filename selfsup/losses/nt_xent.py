@@ -23,6 +23,8 @@ import torch.nn.functional as F
 
 from selfsup import distributed as dist
 
+__all__ = ["nt_xent", "nt_logistic", "margin_triplet"]
+
 
 def _pair_similarities(z1: torch.Tensor, z2: torch.Tensor, gather_distributed: bool
                        ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

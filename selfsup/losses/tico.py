@@ -22,6 +22,8 @@ import torch.nn.functional as F
 
 from selfsup import distributed as dist
 
+__all__ = ["tico"]
+
 
 def tico(z1: torch.Tensor, z2: torch.Tensor, C: torch.Tensor, beta: float = 0.9, rho: float = 8.0,
          gather_distributed: bool = False) -> tuple[torch.Tensor, torch.Tensor]:

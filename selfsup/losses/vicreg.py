@@ -24,6 +24,8 @@ import torch.nn.functional as F
 
 from selfsup import distributed as dist
 
+__all__ = ["VICRegTerms", "variance_term", "covariance_term", "vicreg_terms", "vicreg", "VARIANCE_MODES"]
+
 VARIANCE_MODES = ("std", "var")
 
 

@@ -87,6 +87,9 @@ class Method(nn.Module):
     paper: ClassVar[str] = ""
     Args: ClassVar[type] = type("Args", (), {})
     presets: ClassVar[dict[str, dict[str, Any]]] = {}
+    variants: ClassVar[dict[str, dict[str, dict[str, Any]]]] = {}
+    """Named versions of one method (MoCo v1/v2/v3): ``{variant: {preset: overrides}}``. The CLI name
+    ``<name>-<variant>`` (e.g. ``moco-v3``) applies the variant's overrides on top of ``presets``."""
 
     def __init__(self, backbone: Backbone, args: Any, gather_distributed: bool = False) -> None:
         super().__init__()

@@ -1,8 +1,8 @@
-"""ResNet backbones from torchvision, with the ImageNet or the CIFAR stem.
+"""Backbones: torchvision ResNets with the ImageNet or the CIFAR stem, in a registry.
 
-``build_backbone("resnet18", stem="cifar", in_channels=1)`` returns a torchvision ResNet whose
-classifier is removed, so that ``backbone(x)`` is the pooled representation h (512-d for
-ResNet-18/34, 2048-d for ResNet-50).
+``build_backbone("resnet18", stem="cifar", in_channels=1)`` returns a :class:`Backbone` whose
+``forward`` gives the pooled representation h (512-d for ResNet-10/18/34, 2048-d for ResNet-50)
+and whose ``feature_map`` gives the last spatial map before pooling.
 
 Stems:
 
@@ -10,13 +10,20 @@ Stems:
 * ``cifar``: a 3x3 stride-1 conv and no max-pool, as in every CIFAR recipe of SimCLR (Appendix B.9),
   MoCo's CIFAR demo and solo-learn. Keeps the full resolution of 32-px images.
 
-``resnet10`` (one BasicBlock per stage, torchvision's ``ResNet`` class) is a cheap backbone for
-CPU runs and tests.
+Normalisation (``norm``): ``batch`` (the default), or ``group`` / ``layer`` (GroupNorm with 32 or
+1 group), which keep samples independent, as CPC v2 needs (Hénaff et al. 2020, §3).
+
+``resnet10`` (one BasicBlock per stage, built with torchvision's ``ResNet`` class) is a cheap
+backbone for CPU runs and tests.
+
+Other encoders register a builder ``f(stem, in_channels, zero_init_residual, norm) -> Backbone``
+with ``@BACKBONES.register("name")``.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from functools import partial
 
 import torch
 import torchvision
@@ -26,16 +33,17 @@ from torchvision.models.resnet import BasicBlock, Bottleneck, ResNet
 from selfsup.registry import Registry
 
 STEMS = ("imagenet", "cifar")
+NORMS = ("batch", "group", "layer")
 
 
 class Backbone(nn.Module):
-    """A network that maps images (B, C, H, W) to representations h (B, ``out_dim``).
+    """Maps images (B, C, H, W) to representations h (B, ``out_dim``).
 
-    ``feature_map(x)`` returns the last spatial map (B, out_dim, h, w) before pooling, for the
-    methods that need local features (Deep InfoMax, AMDIM, CPC).
+    The default implementation wraps a torchvision ResNet (``self.net``, with ``fc`` removed), so that
+    ``self.net.state_dict()`` loads into ``torchvision.models.resnetXX()`` with the same stem.
     """
 
-    def __init__(self, net: ResNet, out_dim: int) -> None:
+    def __init__(self, net: nn.Module, out_dim: int) -> None:
         super().__init__()
         self.net = net
         self.out_dim = out_dim
@@ -45,6 +53,7 @@ class Backbone(nn.Module):
         return net.maxpool(net.relu(net.bn1(net.conv1(x))))
 
     def feature_map(self, x: torch.Tensor) -> torch.Tensor:
+        """The last spatial feature map (B, out_dim, h, w), before global pooling."""
         net = self.net
         x = self.stem(x)
         return net.layer4(net.layer3(net.layer2(net.layer1(x))))
@@ -53,31 +62,33 @@ class Backbone(nn.Module):
         return torch.flatten(self.net.avgpool(self.feature_map(x)), 1)
 
 
-BackboneFactory = Callable[..., ResNet]
-BACKBONES: Registry[BackboneFactory] = Registry("backbone")
-
-BACKBONES.register("resnet18")(torchvision.models.resnet18)
-BACKBONES.register("resnet34")(torchvision.models.resnet34)
-BACKBONES.register("resnet50")(torchvision.models.resnet50)
+BackboneBuilder = Callable[..., Backbone]
+BACKBONES: Registry[BackboneBuilder] = Registry("backbone")
 
 
-@BACKBONES.register("resnet10")
-def resnet10(**kwargs: object) -> ResNet:
-    """ResNet-10: torchvision's ResNet with one BasicBlock per stage (a CPU-sized ResNet-18)."""
-    return ResNet(BasicBlock, [1, 1, 1, 1], **kwargs)
+def norm_layer(norm: str) -> Callable[[int], nn.Module]:
+    """The normalisation layer factory for ``norm`` (see the module docstring)."""
+    if norm == "batch":
+        return nn.BatchNorm2d
+    if norm == "group":
+        return lambda channels: nn.GroupNorm(min(32, channels), channels)
+    if norm == "layer":
+        return lambda channels: nn.GroupNorm(1, channels)
+    raise ValueError(f"unknown norm {norm!r}. Valid: {', '.join(NORMS)}")
 
 
-def build_backbone(name: str, stem: str = "imagenet", in_channels: int = 3,
-                   zero_init_residual: bool = False) -> Backbone:
-    """A torchvision ResNet by ``name`` with the given stem and input channels, fc removed.
-
-    ``zero_init_residual`` zero-initialises the last BN of every residual branch (Goyal et al.
-    2017), as MoCo v3, SimSiam, VICReg and Barlow Twins do.
-    """
+def resnet_backbone(factory: Callable[..., ResNet], stem: str = "imagenet", in_channels: int = 3,
+                    zero_init_residual: bool = False, norm: str = "batch") -> Backbone:
+    """A torchvision ResNet with the given stem, input channels and normalisation, ``fc`` removed."""
     if stem not in STEMS:
         raise ValueError(f"unknown stem {stem!r}. Valid stems: {', '.join(STEMS)}")
-    net = BACKBONES.get(name)(weights=None, zero_init_residual=zero_init_residual) if name != "resnet10" \
-        else resnet10(zero_init_residual=zero_init_residual)
+    layer = norm_layer(norm)
+    net = factory(weights=None, zero_init_residual=zero_init_residual, norm_layer=layer)
+    if norm != "batch" and zero_init_residual:  # torchvision only zero-inits BatchNorm weights
+        for module in net.modules():
+            if isinstance(module, (BasicBlock, Bottleneck)):
+                last = module.bn3 if isinstance(module, Bottleneck) else module.bn2
+                nn.init.zeros_(last.weight)
     width = net.conv1.out_channels
     if stem == "cifar":
         net.conv1 = nn.Conv2d(in_channels, width, kernel_size=3, stride=1, padding=1, bias=False)
@@ -86,6 +97,28 @@ def build_backbone(name: str, stem: str = "imagenet", in_channels: int = 3,
         net.conv1 = nn.Conv2d(in_channels, width, kernel_size=7, stride=2, padding=3, bias=False)
     nn.init.kaiming_normal_(net.conv1.weight, mode="fan_out", nonlinearity="relu")
     last = net.layer4[-1]
-    out_dim = last.bn3.num_features if isinstance(last, Bottleneck) else last.bn2.num_features
+    out_dim = last.conv3.out_channels if isinstance(last, Bottleneck) else last.conv2.out_channels
     net.fc = nn.Identity()
     return Backbone(net, out_dim)
+
+
+def _resnet10(**kwargs: object) -> ResNet:
+    kwargs.pop("weights", None)
+    return ResNet(BasicBlock, [1, 1, 1, 1], **kwargs)
+
+
+BACKBONES.register("resnet10")(partial(resnet_backbone, _resnet10))
+BACKBONES.register("resnet18")(partial(resnet_backbone, torchvision.models.resnet18))
+BACKBONES.register("resnet34")(partial(resnet_backbone, torchvision.models.resnet34))
+BACKBONES.register("resnet50")(partial(resnet_backbone, torchvision.models.resnet50))
+
+
+def build_backbone(name: str, stem: str = "imagenet", in_channels: int = 3, zero_init_residual: bool = False,
+                   norm: str = "batch") -> Backbone:
+    """The registered backbone ``name`` (``resnet10/18/34/50`` built in), randomly initialised.
+
+    ``zero_init_residual`` zero-initialises the last norm layer of every residual branch (Goyal et
+    al. 2017), as MoCo v3, SimSiam, VICReg and Barlow Twins do.
+    """
+    return BACKBONES.get(name)(stem=stem, in_channels=in_channels, zero_init_residual=zero_init_residual,
+                               norm=norm)
