@@ -135,7 +135,7 @@ class Trainer:
         self.total_steps = cfg.epochs * self.steps_per_epoch
 
         seed_everything(cfg.seed)
-        self.method = build_method(cfg, self.dataset.channels, gather_distributed=self.world > 1)
+        self.method = self.build_method(self.dataset.channels)
         if self.channels_last:
             self.method = self.method.to(memory_format=torch.channels_last)
         if cfg.sync_bn and self.world > 1:
@@ -149,6 +149,10 @@ class Trainer:
         if cfg.compile:
             self.model = torch.compile(self.model)
         self._setup_monitor()
+
+    def build_method(self, channels: int) -> Method:
+        """The model to train (a hook: ``selfsup compare``'s supervised baseline overrides it)."""
+        return build_method(self.cfg, channels, gather_distributed=self.world > 1)
 
     def _setup_monitor(self) -> None:
         self.monitor: tuple[ImageDataset, ImageDataset] | None = None
@@ -235,6 +239,11 @@ class Trainer:
         run_start = time.perf_counter() - elapsed
         last_loss, last_logs, monitor = float("nan"), {}, {}
         images_per_s = 0.0
+        initial = {}
+        if not self.resume and cfg.knn_every:
+            initial = {f"initial_{k}": v for k, v in self.knn_monitor().items()}
+            if initial:
+                bar.write(f"kNN top-1 (monitor) at initialisation: {initial['initial_knn_top1']:.4f}")
         self.method.train()
         try:
             while epoch < cfg.epochs and step < stop_at:
@@ -280,7 +289,7 @@ class Trainer:
             "epochs": step / self.steps_per_epoch, "wall_time_s": round(wall, 2),
             "images_per_s": round(step * cfg.batch_size / max(wall, 1e-9), 2),
             "peak_rss_mib": round(runtime.peak_rss_mib(), 1), "peak_gpu_mib": runtime.peak_gpu_mib(self.device),
-            "final_loss": last_loss, **{f"final_{k}": v for k, v in last_logs.items()},
+            "final_loss": last_loss, **initial, **{f"final_{k}": v for k, v in last_logs.items()},
             **{f"final_{k}": v for k, v in monitor.items()}, "world_size": self.world,
             "device": str(self.device), "finished": epoch >= cfg.epochs,
         }

@@ -1,0 +1,109 @@
+"""Datasets: the IDX reader, Fashion-MNIST sources, image folders (labelled, split, unlabelled; 1 and 3 channels)."""
+
+from __future__ import annotations
+
+import gzip
+import struct
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from selfsup.data import DatasetNotFoundError, load_dataset
+from selfsup.data.datasets import read_idx
+from tests.conftest import needs_fashion_mnist
+
+
+def write_idx(path, array: np.ndarray, compress: bool) -> None:
+    header = struct.pack(">BBBB", 0, 0, 0x08, array.ndim) + b"".join(struct.pack(">I", s) for s in array.shape)
+    data = header + array.astype(np.uint8).tobytes()
+    if compress:
+        with gzip.open(path, "wb") as handle:
+            handle.write(data)
+    else:
+        path.write_bytes(data)
+
+
+@pytest.mark.parametrize("compress", [True, False])
+def test_read_idx_round_trips(tmp_path, compress):
+    array = np.arange(2 * 3 * 4, dtype=np.uint8).reshape(2, 3, 4)
+    path = tmp_path / ("x.gz" if compress else "x")
+    write_idx(path, array, compress)
+    assert np.array_equal(read_idx(path), array)
+
+
+def test_read_idx_rejects_truncated_files(tmp_path):
+    path = tmp_path / "x"
+    write_idx(path, np.zeros((4, 4), np.uint8), compress=False)
+    path.write_bytes(path.read_bytes()[:-3])
+    with pytest.raises(ValueError, match="truncated"):
+        read_idx(path)
+
+
+def test_fashion_mnist_from_data_dir(tmp_path, monkeypatch):
+    monkeypatch.setenv("SELFSUP_FASHION_MNIST_DIR", str(tmp_path / "absent"))
+    images = np.random.default_rng(0).integers(0, 256, (5, 28, 28), dtype=np.uint8)
+    write_idx(tmp_path / "t10k-images-idx3-ubyte.gz", images, True)
+    write_idx(tmp_path / "t10k-labels-idx1-ubyte.gz", np.array([0, 1, 2, 3, 9], np.uint8), True)
+    ds = load_dataset("fashion-mnist", "test", str(tmp_path))
+    assert ds.images.shape == (5, 1, 28, 28) and ds.images.dtype == torch.uint8
+    assert torch.equal(ds.images[:, 0], torch.from_numpy(images))
+    assert ds.labels.tolist() == [0, 1, 2, 3, 9] and ds.num_classes == 10 and ds.channels == 1
+
+
+def test_fashion_mnist_missing_names_all_three_ways(tmp_path, monkeypatch):
+    monkeypatch.setenv("SELFSUP_FASHION_MNIST_DIR", str(tmp_path / "absent"))
+    monkeypatch.setenv("SELFSUP_DATA", str(tmp_path / "cache"))
+    with pytest.raises(DatasetNotFoundError) as err:
+        load_dataset("fashion-mnist", "train", str(tmp_path / "nothing"))
+    message = str(err.value)
+    assert "apt-get install dataset-fashion-mnist" in message
+    assert "--data-dir" in message and "internet access" in message
+
+
+@needs_fashion_mnist
+def test_system_fashion_mnist_is_complete():
+    train, test = load_dataset("fashion-mnist", "train"), load_dataset("fashion-mnist", "test")
+    assert train.images.shape == (60000, 1, 28, 28) and test.images.shape == (10000, 1, 28, 28)
+    assert torch.bincount(train.labels).tolist() == [6000] * 10
+
+
+def make_folder(root, classes, per_class, mode="RGB", size=20):
+    rng = np.random.default_rng(0)
+    for c in classes:
+        (root / c).mkdir(parents=True, exist_ok=True)
+        for i in range(per_class):
+            shape = (size, size, 3) if mode == "RGB" else (size, size)
+            Image.fromarray(rng.integers(0, 256, shape, dtype=np.uint8), mode).save(root / c / f"{c}_{i}.png")
+
+
+def test_imagefolder_labelled_with_held_out_test_split(tmp_path):
+    make_folder(tmp_path, ["cat", "dog"], 30)
+    train = load_dataset("imagefolder", "train", str(tmp_path))
+    test = load_dataset("imagefolder", "test", str(tmp_path))
+    assert train.classes == ["cat", "dog"] and train.channels == 3
+    assert len(train) + len(test) == 60 and len(test) > 0
+    assert not {p.name for p in train.files} & {p.name for p in test.files}
+    assert set(train.labels.tolist()) == {0, 1}
+
+
+def test_imagefolder_explicit_splits_and_unlabelled_extra(tmp_path):
+    make_folder(tmp_path / "train", ["a", "b"], 4, mode="L")
+    make_folder(tmp_path / "val", ["a", "b"], 2, mode="L")
+    make_folder(tmp_path / "unlabeled", ["x"], 3, mode="L")
+    pretrain = load_dataset("imagefolder", "pretrain", str(tmp_path))
+    assert len(pretrain) == 8 + 3 and pretrain.channels == 1
+    assert (pretrain.labels == -1).sum() == 3
+    assert len(load_dataset("imagefolder", "test", str(tmp_path))) == 4
+
+
+def test_unlabelled_folder_pretrains_but_has_no_labels(tmp_path):
+    make_folder(tmp_path, ["photos"], 5)
+    ds = load_dataset("imagefolder", "pretrain", str(tmp_path))
+    assert len(ds) == 5 and not ds.has_labels
+
+
+def test_imagefolder_needs_a_data_dir():
+    with pytest.raises(DatasetNotFoundError, match="--data-dir"):
+        load_dataset("imagefolder", "pretrain", None)
