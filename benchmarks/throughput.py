@@ -1,23 +1,42 @@
-"""Training throughput: the full step against the model's own step, per method.
+"""Training throughput per method: the model's own step, our full step, and a conventional pipeline.
 
-For each method, at the settings of a preset (the demo's ``cpu`` preset by default), this builds
-the real engine (:class:`selfsup.engine.trainer.Trainer`) and measures, in one process:
+For each method and setting this builds the real engine (:class:`selfsup.engine.trainer.Trainer`) and
+measures, each (method, setting, pipeline) in a fresh subprocess so that peak memory is its own:
 
-* **model-only**: ``Trainer.train_step`` (LR, forward, backward, optimizer step, hooks) on
-  pre-made view tensors already on the device;
-* **full**: the same step fed by the data pipeline (sampling, device transfer, augmentation).
+(a) **model-only**: ``Trainer.train_step`` (LR, forward, backward, optimizer step, hooks) on pre-made
+    view tensors already on the device, with our runtime choices (the config's defaults: channels_last,
+    ``precision=auto``, the allocator fix);
+(b) **ours**: the same step fed by our data path (``data_path=auto``: batched on-device augmentation
+    of in-memory uint8 images); (a) and (b) are timed in alternating rounds in one process, so that
+    drift on a busy machine affects both alike;
+(c) **conventional**: the full step with the usual PyTorch recipe at the same settings: torchvision
+    per-image transforms in DataLoader workers (``data_path=per-image``, ``--workers``), fp32,
+    default memory format, and glibc's default allocator behaviour (``SELFSUP_NO_MALLOPT=1``: the
+    fix is process-wide, hence the subprocess).
 
-It reports images/s of both (source images, i.e. pairs of views) and the ratio full/model-only.
-The two are timed in alternating rounds so that drift on a busy machine affects both alike.
+Reported: images/s (source images; each gives 2 views) of (a), (b), (c), the ratios (b)/(a) and
+(b)/(c), peak RSS, peak GPU memory (CUDA), minor page faults per step and the kernel's share of CPU
+time during the timed full steps (this process only; DataLoader workers are children). On a shared
+machine wall-clock ratios are noisy; (b)/(a) is also given from this process's CPU time per step
+(``ours_over_model_only_cpu_time``), which other processes do not inflate.
 
-    python benchmarks/throughput.py                      # simclr, tico, vicreg at the cpu preset
-    python benchmarks/throughput.py --methods vicreg --steps 20 --json
+Settings: ``cpu`` is the demo (``--preset cpu``: Fashion-MNIST at 32 px, ResNet-18 ImageNet stem,
+batch 256); ``cifar`` is ResNet-18 with the CIFAR stem at 32 px, batch 256, the ``small`` preset's
+recipe, on CIFAR-10 when it is on disk, else on synthetic 32 px RGB images (same shapes and work).
+
+    python benchmarks/throughput.py                                   # every method, cpu setting
+    python benchmarks/throughput.py --settings cifar --steps 1 --methods simclr
+    python benchmarks/throughput.py --methods vicreg --set channels_last=false --skip-conventional
+    python benchmarks/throughput.py --no-allocator-fix --skip-conventional   # (a)/(b) without the fix
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
+import resource
+import subprocess
 import sys
 import tempfile
 import time
@@ -25,11 +44,17 @@ from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
 
 from selfsup.engine import runtime  # noqa: E402
-from selfsup.engine.trainer import Trainer  # noqa: E402
-from selfsup.presets import resolve_config  # noqa: E402
+
+SETTINGS = {
+    "cpu": {"preset": "cpu", "sets": {}},
+    "cifar": {"preset": "small", "dataset": "cifar10",
+              "sets": {"backbone": "resnet18", "stem": "cifar", "batch_size": "256", "aug.image_size": "32"}},
+}
+CONVENTIONAL = {"data_path": "per-image", "channels_last": "false", "precision": "fp32"}
 
 
 def _sync(device: torch.device) -> None:
@@ -37,67 +62,207 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def measure(method: str, preset: str, steps: int, rounds: int, sets: dict[str, str]) -> dict[str, float | str]:
-    cfg = resolve_config(method, preset, sets={"knn_every": "0", **sets})
+def synthetic_rgb(n: int = 50000, size: int = 32, seed: int = 0):
+    """CIFAR-shaped stand-in: uint8 RGB images with smooth colour fields, edges and noise."""
+    from selfsup.data.base import ImageDataset
+
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from augment_speed import make_images
+
+    images = torch.cat([make_images(min(5000, n - i), 3, size, seed + i) for i in range(0, n, 5000)])
+    return ImageDataset(name="synthetic-rgb", channels=3, mean=[0.5] * 3, std=[0.25] * 3, images=images,
+                        labels=torch.zeros(n, dtype=torch.long), classes=["none"])
+
+
+def _use_synthetic_if_missing(dataset: str) -> str:
+    """Route the Trainer's loader to synthetic images when ``dataset`` is not on disk; returns the name used."""
+    from selfsup.data import load_dataset
+    from selfsup.engine import trainer
+
+    try:
+        load_dataset(dataset, "pretrain")
+        return dataset
+    except Exception:  # noqa: BLE001 - not downloaded (offline): the synthetic stand-in has the same shapes
+        data = synthetic_rgb()
+        trainer.load_dataset = lambda name, split, data_dir=None: data
+        return "synthetic-rgb"
+
+
+def measure(method: str, setting: str, pipeline: str, steps: int, rounds: int, warmup: int,
+            sets: dict[str, str]) -> dict:
+    """One measurement in this process: (a) and (b) for ``ours``, (c) for ``conventional``."""
+    from selfsup.engine.trainer import Trainer
+    from selfsup.presets import resolve_config
+
+    spec = SETTINGS[setting]
+    overrides = {"knn_every": "0", **spec["sets"], **sets}
+    if pipeline == "conventional":
+        overrides.update(CONVENTIONAL)
+    dataset = spec.get("dataset")
+    if dataset:
+        dataset = _use_synthetic_if_missing(dataset)
+        if dataset == "cifar10":
+            overrides["dataset"] = dataset
+    cfg = resolve_config(method, spec["preset"], sets=overrides)
     with tempfile.TemporaryDirectory() as tmp:
         trainer = Trainer(cfg, Path(tmp))
         trainer.setup()
         trainer.method.train()
         device = trainer.device
-        batches = trainer.pipeline.epoch(0)
-        fixed = next(batches).views
-        for _ in range(3):  # warm-up: allocator, kernels, autotuning
-            trainer.train_step(fixed, 0, 0)
-        model_time = full_time = 0.0
+        epoch = 0
+        batches = trainer.pipeline.epoch(epoch)
+
+        def next_views() -> list[torch.Tensor]:
+            nonlocal batches, epoch
+            try:
+                return next(batches).views
+            except StopIteration:
+                epoch += 1
+                batches = trainer.pipeline.epoch(epoch)
+                return next(batches).views
+
+        fixed = next_views()
         step = 0
+        for _ in range(warmup):  # allocator, kernels, autotuning, compilation, DataLoader workers
+            trainer.train_step(next_views(), step, 0)
+            step += 1
+        model_time = full_time = model_cpu = full_cpu = 0.0
+        faults = sys_time = 0.0
         for _ in range(rounds):
-            _sync(device)
-            start = time.perf_counter()
+            if pipeline == "ours":
+                _sync(device)
+                start, start_cpu = time.perf_counter(), time.process_time()
+                for _ in range(steps):
+                    trainer.train_step(fixed, step, 0)
+                    step += 1
+                _sync(device)
+                model_time += time.perf_counter() - start
+                model_cpu += time.process_time() - start_cpu
+            before = resource.getrusage(resource.RUSAGE_SELF)
+            start, start_cpu = time.perf_counter(), time.process_time()
             for _ in range(steps):
-                trainer.train_step(fixed, step, 0)
-                step += 1
-            _sync(device)
-            model_time += time.perf_counter() - start
-            start = time.perf_counter()
-            for _ in range(steps):
-                try:
-                    views = next(batches).views
-                except StopIteration:
-                    batches = trainer.pipeline.epoch(1)
-                    views = next(batches).views
-                trainer.train_step(views, step, 0)
+                trainer.train_step(next_views(), step, 0)
                 step += 1
             _sync(device)
             full_time += time.perf_counter() - start
+            full_cpu += time.process_time() - start_cpu
+            after = resource.getrusage(resource.RUSAGE_SELF)
+            faults += after.ru_minflt - before.ru_minflt
+            sys_time += after.ru_stime - before.ru_stime
         images = steps * rounds * cfg.batch_size
-        model_ips, full_ips = images / model_time, images / full_time
-        return {"method": method, "preset": preset, "batch_size": cfg.batch_size, "backbone": cfg.backbone,
-                "image_size": trainer.image_size, "device": str(device),
-                "model_only_images_per_s": round(model_ips, 1), "full_step_images_per_s": round(full_ips, 1),
-                "full_over_model_only": round(full_ips / model_ips, 3),
-                "peak_rss_mib": round(runtime.peak_rss_mib(), 1),
-                "peak_gpu_mib": runtime.peak_gpu_mib(device)}
+        row = {"method": method, "setting": setting, "pipeline": pipeline, "dataset": dataset or cfg.dataset,
+               "backbone": f"{cfg.backbone}/{cfg.stem}", "image_size": trainer.image_size,
+               "batch_size": cfg.batch_size, "device": str(device),
+               "precision": str(trainer.amp_dtype).replace("torch.", "") if trainer.amp_dtype else "fp32",
+               "channels_last": trainer.channels_last, "compile": cfg.compile,
+               "allocator_fix": runtime.freed_memory_kept(), "data_path": type(trainer.pipeline).__name__,
+               "full_images_per_s": round(images / full_time, 2),
+               "minor_faults_per_step": round(faults / (steps * rounds)),
+               "kernel_cpu_share": round(sys_time / max(full_cpu, 1e-9), 3),
+               "full_cpu_seconds_per_step": round(full_cpu / (steps * rounds), 3),
+               "peak_rss_mib": round(runtime.peak_rss_mib(), 1), "peak_gpu_mib": runtime.peak_gpu_mib(device)}
+        if pipeline == "ours":
+            row["model_only_images_per_s"] = round(images / model_time, 2)
+            row["model_only_cpu_seconds_per_step"] = round(model_cpu / (steps * rounds), 3)
+        return row
 
 
-def main() -> None:
+def run_subprocess(method: str, setting: str, pipeline: str, args: argparse.Namespace) -> dict:
+    env = dict(os.environ)
+    if pipeline == "conventional" or args.no_allocator_fix:
+        env["SELFSUP_NO_MALLOPT"] = "1"
+    command = [sys.executable, __file__, "--worker", pipeline, "--methods", method, "--settings", setting,
+               "--steps", str(args.steps), "--rounds", str(args.rounds), "--warmup", str(args.warmup)]
+    for item in args.sets + ([f"num_workers={args.workers}"] if pipeline == "conventional" else []):
+        command += ["--set", item]
+    done = subprocess.run(command, env=env, capture_output=True, text=True)
+    if done.returncode:
+        raise RuntimeError(f"{method}/{setting}/{pipeline} failed:\n{done.stderr[-3000:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def combine(ours: dict, conventional: dict | None) -> dict:
+    row = dict(ours)
+    row["ours_over_model_only"] = round(ours["full_images_per_s"] / ours["model_only_images_per_s"], 3)
+    # the same ratio from this process's CPU time: robust to other processes on a shared machine (the
+    # batched path has no worker processes, so its CPU time is all of its work)
+    row["ours_over_model_only_cpu_time"] = round(ours["model_only_cpu_seconds_per_step"]
+                                                 / ours["full_cpu_seconds_per_step"], 3)
+    if conventional:
+        row["conventional_images_per_s"] = conventional["full_images_per_s"]
+        row["ours_over_conventional"] = round(ours["full_images_per_s"] / conventional["full_images_per_s"], 3)
+        row["conventional"] = {k: conventional[k] for k in ("peak_rss_mib", "peak_gpu_mib", "minor_faults_per_step",
+                                                             "kernel_cpu_share", "precision", "channels_last",
+                                                             "allocator_fix", "data_path")}
+    return row
+
+
+def print_table(rows: list[dict], header: bool = True) -> None:
+    if header:
+        print(f"{'method':<10}{'setting':<8}{'device':<8}{'(a) model':>10}{'(b) ours':>10}{'(c) conv':>10}"
+              f"{'(b)/(a)':>9}{'cpu-time':>9}{'(b)/(c)':>9}{'RSS b/c MiB':>16}{'faults/step b/c':>18}{'GPU MiB':>9}")
+    for r in rows:
+        conv = r.get("conventional") or {}
+        rss = f"{r['peak_rss_mib']:.0f}/{conv.get('peak_rss_mib', float('nan')):.0f}"
+        faults = f"{r['minor_faults_per_step']}/{conv.get('minor_faults_per_step', '-')}"
+        gpu = f"{r['peak_gpu_mib']:.0f}" if r.get("peak_gpu_mib") else "-"
+        print(f"{r['method']:<10}{r['setting']:<8}{r['device']:<8}{r['model_only_images_per_s']:>10.1f}"
+              f"{r['full_images_per_s']:>10.1f}{r.get('conventional_images_per_s', float('nan')):>10.1f}"
+              f"{r['ours_over_model_only']:>9.3f}{r['ours_over_model_only_cpu_time']:>9.3f}"
+              f"{r.get('ours_over_conventional', float('nan')):>9.2f}"
+              f"{rss:>16}{faults:>18}{gpu:>9}", flush=True)
+
+
+def describe(row: dict) -> str:
+    return (f"ours: {row['precision']}, channels_last={row['channels_last']}, compile={row['compile']}, "
+            f"allocator fix={row['allocator_fix']}, {row['data_path']}; conventional: fp32, contiguous, "
+            "no allocator fix, PerImagePipeline with workers")
+
+
+def main(argv: list[str] | None = None) -> None:
+    from selfsup.presets import method_names
+
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--methods", default="simclr,tico,vicreg", help="comma-separated method names")
-    parser.add_argument("--preset", default="cpu")
-    parser.add_argument("--steps", type=int, default=10, help="steps per timed round")
-    parser.add_argument("--rounds", type=int, default=2, help="alternating rounds of model-only and full")
-    parser.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE")
+    parser.add_argument("--methods", default=None, help="comma-separated method names (default: all)")
+    parser.add_argument("--settings", default="cpu", help=f"comma-separated, from {', '.join(SETTINGS)}")
+    parser.add_argument("--steps", type=int, default=2, help="steps per timed round")
+    parser.add_argument("--rounds", type=int, default=4, help="alternating rounds of (a) and (b)")
+    parser.add_argument("--warmup", type=int, default=2, help="untimed steps first")
+    parser.add_argument("--workers", type=int, default=min(8, os.cpu_count() or 2),
+                        help="DataLoader workers of the conventional pipeline (default: one per core, at most 8)")
+    parser.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
+                        help="settings for (a) and (b), e.g. precision=fp32, compile=true")
+    parser.add_argument("--skip-conventional", action="store_true", help="measure (a) and (b) only")
+    parser.add_argument("--no-allocator-fix", action="store_true", help="(a) and (b) without the allocator fix")
     parser.add_argument("--json", action="store_true")
-    args = parser.parse_args()
-    sets = dict(item.split("=", 1) for item in args.sets)
-    rows = [measure(m.strip(), args.preset, args.steps, args.rounds, sets) for m in args.methods.split(",")]
+    parser.add_argument("--worker", choices=("ours", "conventional"), help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    methods = [m.strip() for m in args.methods.split(",")] if args.methods else method_names()
+    settings = [s.strip() for s in args.settings.split(",")]
+    unknown = [s for s in settings if s not in SETTINGS]
+    if unknown:
+        parser.error(f"unknown settings {unknown}; valid: {', '.join(SETTINGS)}")
+    if args.worker:  # one measurement, in this (fresh) process
+        sets = dict(item.split("=", 1) for item in args.sets)
+        print(json.dumps(measure(methods[0], settings[0], args.worker, args.steps, args.rounds, args.warmup, sets)))
+        return
+    rows = []
+    for setting in settings:
+        for method in methods:
+            try:
+                ours = run_subprocess(method, setting, "ours", args)
+                conventional = None if args.skip_conventional else run_subprocess(method, setting, "conventional",
+                                                                                   args)
+            except RuntimeError as err:  # one broken method does not stop the others
+                print(err, file=sys.stderr)
+                continue
+            rows.append(combine(ours, conventional))
+            if not args.json:
+                if len(rows) == 1:
+                    print(describe(rows[0]))
+                print_table(rows[-1:], header=len(rows) == 1)
     if args.json:
         print(json.dumps(rows, indent=2))
-        return
-    print(f"{'method':8} {'device':6} {'batch':>5} {'model-only img/s':>17} {'full img/s':>11} {'ratio':>6} "
-          f"{'peak RSS MiB':>13}")
-    for r in rows:
-        print(f"{r['method']:8} {r['device']:6} {r['batch_size']:>5} {r['model_only_images_per_s']:>17} "
-              f"{r['full_step_images_per_s']:>11} {r['full_over_model_only']:>6} {r['peak_rss_mib']:>13}")
 
 
 if __name__ == "__main__":

@@ -130,7 +130,10 @@ class TrainConfig:
     compile: bool = False
     seed: int = 0
     num_workers: int = 0
-    data_path: str = "auto"
+    data_path: str = "auto"  # auto, batched, streaming, per-image (selfsup.data.pipeline)
+    memory_budget_mb: int | None = None  # image folders up to this size are decoded once and held in RAM;
+    # None: half of the available memory (selfsup.data.cache.memory_budget_bytes); 0: always stream
+    cache_dir: str | None = None  # decoded image folders (default $SELFSUP_CACHE_DIR or ~/.cache/selfsup/decoded)
     train_subset: int = 0
     max_steps: int | None = None
     # monitoring

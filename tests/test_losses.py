@@ -156,3 +156,22 @@ class TestTiCo:
         loss, C_new = tico(z, z, torch.zeros(3, 3), beta=0.0, rho=8.0)
         assert loss.item() == pytest.approx(-1 + 8 / 3, rel=1e-6)
         assert torch.allclose(C_new, torch.eye(3) / 3)
+
+
+@pytest.mark.parametrize("loss", ["nt_xent", "vicreg", "tico"])
+def test_losses_compute_in_float32_under_bf16_autocast(loss):
+    g = torch.Generator().manual_seed(4)
+    z1, z2 = torch.randn(32, 16, generator=g), torch.randn(32, 16, generator=g)
+
+    def compute():
+        if loss == "nt_xent":
+            return nt_xent(z1, z2, 0.1)
+        if loss == "vicreg":
+            return vicreg(z1, z2)
+        return tico(z1, z2, torch.zeros(16, 16))[0]
+
+    reference = compute()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        under_amp = compute()
+    assert under_amp.dtype == torch.float32
+    assert under_amp.item() == pytest.approx(reference.item(), rel=1e-6)

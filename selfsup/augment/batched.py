@@ -488,12 +488,27 @@ class BatchedViewAugmenter:
 
     def apply(self, images: Tensor, params: ViewParams, size: int) -> Tensor:
         """Augment ``images`` (uint8 or [0, 1] float ``(B, C, H, W)``) with ``params`` into a normalised
-        float32 ``(B, C, size, size)`` view. Deterministic given ``params``."""
+        float32 ``(B, C, size, size)`` view: the geometry stage (:func:`resized_crop_flip`), then
+        :meth:`colour`. Deterministic given ``params``."""
         cfg = self.resolved(int(images.shape[-1]))
         if params.top.device != images.device:
             params = params.to(images.device)
-        selection = params.selected()
         x = resized_crop_flip(images, params.top, params.left, params.height, params.width, params.flip, size)
+        return self._colour(x, params, cfg)
+
+    def colour(self, x: Tensor, params: ViewParams) -> Tensor:
+        """The colour stage alone, for views whose crop and flip were already applied (e.g. by DataLoader
+        workers, :mod:`selfsup.data.streaming`): jitter, grayscale, blur, solarize and normalisation of
+        ``x`` (uint8, or float32 in [0, 1], ``(B, C, S, S)``) with the colour fields of ``params``
+        (its crop fields are ignored). Returns a normalised float32 view; float input is modified in place."""
+        x = x.to(torch.float32).mul_(1.0 / 255.0) if x.dtype == torch.uint8 else x
+        if params.top.device != x.device:
+            params = params.to(x.device)
+        return self._colour(x, params, self.resolved(int(x.shape[-1])))
+
+    def _colour(self, x: Tensor, params: ViewParams, cfg: AugmentConfig) -> Tensor:
+        selection = params.selected()
+        size = int(x.shape[-1])
         x = self._jitter(x, params, selection, cfg)
         if x.shape[1] == 3:
             x = apply_to(x, selection.grayscale, lambda y, _: rgb_to_grayscale(y, 3).contiguous())

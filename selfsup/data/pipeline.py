@@ -1,17 +1,21 @@
 """View pipelines: what the training engine iterates over.
 
 A pipeline yields :class:`ViewBatch` objects, i.e. the augmented views of this rank's share of
-one global batch, already on the training device. Two implementations share the interface:
+one global batch, already on the training device. Three implementations share the interface:
 
 * :class:`BatchedPipeline` (the default for in-memory datasets): a batch is an index into the
   uint8 image tensor; the images are moved to the device and augmented there in one batched
   call (:class:`selfsup.augment.BatchedViewAugmenter`).
-* :class:`PerImagePipeline` (the conventional path, and the one for on-disk image folders):
+* :class:`selfsup.data.streaming.StreamingPipeline` (image folders over the memory budget): DataLoader
+  workers decode and crop each image to uint8 views, the colour ops run batched on the device.
+  Image folders within the budget are decoded once (:mod:`selfsup.data.cache`) and use the batched path.
+* :class:`PerImagePipeline` (the conventional path, only when asked for with ``data_path=per-image``):
   DataLoader workers decode each image and apply torchvision's per-image transforms.
 
-Both are deterministic: the sample order of an epoch depends only on ``(seed, epoch)``, and the
-augmentation randomness only on ``(seed, epoch, batch)`` (batched) or ``(seed, epoch, index)``
-(per-image). Resuming mid-epoch therefore replays exactly the batches an uninterrupted run sees.
+All are deterministic: the sample order of an epoch depends only on ``(seed, epoch)``, and the
+augmentation randomness only on ``(seed, epoch, batch)`` (batched), ``(seed, epoch, index)``
+(per-image) or both (streaming: crops per image, colours per batch). Resuming mid-epoch therefore
+replays exactly the batches an uninterrupted run sees.
 """
 
 from __future__ import annotations
@@ -190,18 +194,65 @@ class PerImagePipeline:
                             index)
 
 
-DATA_PATHS = ("auto", "batched", "per-image")
+DATA_PATHS = ("auto", "batched", "streaming", "per-image")
+
+
+def choose_data_path(dataset: ImageDataset, augment: AugmentConfig, data_path: str = "auto",
+                     memory_budget_mb: int | None = None) -> str:
+    """Which pipeline ``build_pipeline`` builds: ``batched`` (in-memory data), ``cached`` (an image folder
+    decoded once into memory, then batched), ``streaming`` (an image folder over the memory budget) or
+    ``per-image`` (the conventional pipeline, only when asked for)."""
+    from selfsup.data.cache import decoded_bytes, fits_in_memory, memory_budget_bytes, stored_size
+
+    if data_path not in DATA_PATHS:
+        raise ValueError(f"unknown data_path {data_path!r}. Valid: {', '.join(DATA_PATHS)}")
+    if data_path == "per-image":
+        return "per-image"
+    if dataset.in_memory:
+        if data_path == "streaming":
+            raise ValueError(f"data_path=streaming reads image files; {dataset.name} is held in memory "
+                             "(use auto or batched)")
+        return "batched"
+    if data_path == "streaming":
+        return "streaming"
+    image_size = int(augment.image_size or dataset.native_size)
+    if fits_in_memory(dataset, image_size, memory_budget_mb):
+        return "cached"
+    if data_path == "batched":
+        size = stored_size(image_size)
+        need = decoded_bytes(len(dataset), dataset.channels, size) / 2**20
+        raise ValueError(f"data_path=batched: the {len(dataset)} images decoded at {size} px need {need:.0f} MiB, "
+                         f"over the memory budget of {memory_budget_bytes(memory_budget_mb) / 2**20:.0f} MiB; "
+                         "raise memory_budget_mb or use data_path=auto (streaming)")
+    return "streaming"
 
 
 def build_pipeline(dataset: ImageDataset, augment: AugmentConfig, batch_size: int, device: torch.device,
                    data_path: str = "auto", seed: int = 0, rank: int = 0, world_size: int = 1,
-                   num_workers: int = 2, channels_last: bool = False) -> ViewPipeline:
-    """The batched pipeline when the dataset is in memory (``auto``), else the per-image one."""
-    if data_path not in DATA_PATHS:
-        raise ValueError(f"unknown data_path {data_path!r}. Valid: {', '.join(DATA_PATHS)}")
-    if data_path == "batched" and not dataset.in_memory:
-        raise ValueError("data_path=batched needs an in-memory dataset; image folders use per-image")
-    if data_path == "batched" or (data_path == "auto" and dataset.in_memory):
-        return BatchedPipeline(dataset, augment, batch_size, device, seed, rank, world_size, channels_last)
-    return PerImagePipeline(dataset, augment, batch_size, device, seed, rank, world_size, num_workers,
-                            channels_last)
+                   num_workers: int = 2, channels_last: bool = False, memory_budget_mb: int | None = None,
+                   cache_dir: str | None = None) -> ViewPipeline:
+    """The view pipeline for ``dataset`` (see :func:`choose_data_path`).
+
+    ``auto``: in-memory datasets are augmented in batches on the device; an image folder whose decoded
+    images fit ``memory_budget_mb`` is decoded once (cached on disk under ``cache_dir``,
+    :mod:`selfsup.data.cache`) and then treated the same way; a larger one streams from disk
+    (:mod:`selfsup.data.streaming`: workers crop, the device colours). ``per-image`` is the
+    conventional torchvision pipeline.
+    """
+    path = choose_data_path(dataset, augment, data_path, memory_budget_mb)
+    if path == "per-image":
+        return PerImagePipeline(dataset, augment, batch_size, device, seed, rank, world_size, num_workers,
+                                channels_last)
+    if path == "streaming":
+        from selfsup.data.streaming import StreamingPipeline
+
+        return StreamingPipeline(dataset, augment, batch_size, device, seed, rank, world_size, num_workers,
+                                 channels_last)
+    if path == "cached":
+        from selfsup.data.cache import load_or_build
+        from selfsup.data.streaming import default_workers
+
+        image_size = int(augment.image_size or dataset.native_size)
+        dataset = load_or_build(dataset, image_size, cache_dir, default_workers(num_workers), rank,
+                                verbose=rank == 0)
+    return BatchedPipeline(dataset, augment, batch_size, device, seed, rank, world_size, channels_last)

@@ -130,7 +130,8 @@ class Trainer:
         self.augment = cfg.augment.resolved(self.dataset.native_size)
         self.image_size = int(self.augment.image_size or self.dataset.native_size)
         self.pipeline = build_pipeline(self.dataset, self.augment, cfg.batch_size, self.device, cfg.data_path,
-                                       cfg.seed, self.rank, self.world, cfg.num_workers, self.channels_last)
+                                       cfg.seed, self.rank, self.world, cfg.num_workers, self.channels_last,
+                                       cfg.memory_budget_mb, cfg.cache_dir)
         self.steps_per_epoch = len(self.pipeline)
         self.total_steps = cfg.epochs * self.steps_per_epoch
 

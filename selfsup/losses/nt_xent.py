@@ -22,6 +22,7 @@ import torch
 import torch.nn.functional as F
 
 from selfsup import distributed as dist
+from selfsup.losses._precision import float32_loss
 
 __all__ = ["nt_xent", "nt_logistic", "margin_triplet"]
 
@@ -51,6 +52,7 @@ def _pair_similarities(z1: torch.Tensor, z2: torch.Tensor, gather_distributed: b
     return sim, positive_index, self_index
 
 
+@float32_loss
 def nt_xent(z1: torch.Tensor, z2: torch.Tensor, temperature: float = 0.1,
             gather_distributed: bool = False) -> torch.Tensor:
     """SimCLR's NT-Xent loss (Eq. 1), averaged over all 2N anchors.
@@ -81,6 +83,7 @@ def _positive_and_negatives(z1: torch.Tensor, z2: torch.Tensor, gather_distribut
     return sim, pos, negative_mask
 
 
+@float32_loss
 def nt_logistic(z1: torch.Tensor, z2: torch.Tensor, temperature: float = 0.2,
                 gather_distributed: bool = False) -> torch.Tensor:
     """NT-Logistic (SimCLR Table 2): −log σ(s⁺/τ) − log σ(−s⁻/τ).
@@ -95,6 +98,7 @@ def nt_logistic(z1: torch.Tensor, z2: torch.Tensor, temperature: float = 0.2,
     return (positive_term + negative_term).mean()
 
 
+@float32_loss
 def margin_triplet(z1: torch.Tensor, z2: torch.Tensor, margin: float = 0.5,
                    gather_distributed: bool = False) -> torch.Tensor:
     """Margin triplet (SimCLR Table 2): max(s⁻ − s⁺ + m, 0), averaged over every

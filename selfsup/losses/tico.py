@@ -21,10 +21,12 @@ import torch
 import torch.nn.functional as F
 
 from selfsup import distributed as dist
+from selfsup.losses._precision import float32_loss
 
 __all__ = ["tico"]
 
 
+@float32_loss
 def tico(z1: torch.Tensor, z2: torch.Tensor, C: torch.Tensor, beta: float = 0.9, rho: float = 8.0,
          gather_distributed: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
     """Return ``(loss, C_new)``.

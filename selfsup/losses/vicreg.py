@@ -23,6 +23,7 @@ import torch
 import torch.nn.functional as F
 
 from selfsup import distributed as dist
+from selfsup.losses._precision import float32_loss
 
 __all__ = ["VICRegTerms", "variance_term", "covariance_term", "vicreg_terms", "vicreg", "VARIANCE_MODES"]
 
@@ -62,6 +63,7 @@ def covariance_term(z: torch.Tensor) -> torch.Tensor:
     return off_diagonal.pow(2).sum() / d
 
 
+@float32_loss
 def vicreg_terms(z1: torch.Tensor, z2: torch.Tensor, gamma: float = 1.0, eps: float = 1e-4,
                  gather_distributed: bool = False, variance_mode: str = "std") -> VICRegTerms:
     """The invariance, variance and covariance terms (unweighted); see the module docstring."""
