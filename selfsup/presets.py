@@ -34,10 +34,12 @@ PRESET_BASES: dict[str, dict[str, Any]] = {
         "schedule": "warmup_cosine", "batch_size": 256, "knn_every": 10,
     },
     "cpu": {
-        "backbone": "resnet18", "stem": "imagenet", "batch_size": 256, "epochs": 4,
-        "optimizer": "lars", "base_lr": 0.3, "weight_decay": 1e-6, "warmup_epochs": 0.25,
+        # Measured in docs/cpu-preset.md: the fastest setting found that beats the random-init encoder
+        # and raw pixels on Fashion-MNIST kNN within the demo's 10-minute training budget on 2 cores.
+        "backbone": "resnet10", "stem": "imagenet", "batch_size": 128, "epochs": 8,
+        "optimizer": "sgd", "base_lr": 0.7, "weight_decay": 5e-4, "warmup_epochs": 0.1,
         "schedule": "warmup_cosine", "knn_every": 1,
-        "aug.image_size": 32, "aug.crop_scale": (0.2, 1.0), "aug.blur_prob": (0.0,),
+        "aug.image_size": 32, "aug.crop_scale": (0.5, 1.0), "aug.blur_prob": (0.0,),
         "aug.solarize_prob": (0.0,),
     },
 }
@@ -115,6 +117,9 @@ def validate(cfg: TrainConfig) -> None:
             raise ConfigError(f"{name} must be >= 0")
 
 
+OPTIMIZER_NAMES = {"lars": "LARS", "sgd": "SGD", "adam": "Adam", "adamw": "AdamW"}
+
+
 def schedule_text(cfg: TrainConfig) -> str:
     """The schedule column of the sheet's table, e.g. ``linear warmup, cosine decay``."""
     if cfg.schedule == "warmup_cosine":
@@ -135,7 +140,7 @@ def recipe_row(method: str, preset: str) -> dict[str, Any]:
         "method": method,
         "latent_dim": method_cls.latent_dim(args),
         "batch_size": cfg.batch_size,
-        "optimizer": cfg.optimizer.upper() if cfg.optimizer == "lars" else cfg.optimizer,
+        "optimizer": OPTIMIZER_NAMES.get(cfg.optimizer, cfg.optimizer),
         "lr": round(cfg.lr, 10),
         "weight_decay": cfg.weight_decay,
         "schedule": schedule_text(cfg),

@@ -104,8 +104,13 @@ class Method(nn.Module):
         raise NotImplementedError
 
     def project(self, h: torch.Tensor) -> torch.Tensor:
-        """The projector output z for backbone features h (used by evaluation)."""
-        raise NotImplementedError
+        """The projector output z for backbone features h (used by evaluation).
+
+        By default ``self.projector(h)``; methods whose head has another name or shape override it."""
+        projector = getattr(self, "projector", None)
+        if projector is None:
+            raise NotImplementedError(f"{type(self).__name__} has no `projector`; override `project`")
+        return projector(h)
 
     def parameter_groups(self) -> list[dict[str, Any]]:
         """Optimizer parameter groups. Keys besides ``params``: ``lr_mult`` (multiplies the

@@ -83,13 +83,6 @@ class SimCLR(Method):
         self.projector = build_projector(args.projector, backbone.out_dim, args.hidden_dim, args.latent_dim,
                                          args.hidden_bn, args.last_bn, args.projector_layers)
 
-    @classmethod
-    def latent_dim(cls, args: Args) -> int:
-        return args.latent_dim
-
-    def project(self, h: torch.Tensor) -> torch.Tensor:
-        return self.projector(h)
-
     def contrastive_loss(self, z1: torch.Tensor, z2: torch.Tensor) -> torch.Tensor:
         if self.args.loss == "nt_xent":
             return nt_xent(z1, z2, self.args.temperature, self.gather_distributed)

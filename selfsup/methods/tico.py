@@ -66,13 +66,6 @@ class TiCo(MomentumMethod):
             self.make_momentum_copy("backbone")
             self.make_momentum_copy("projector")
 
-    @classmethod
-    def latent_dim(cls, args: Args) -> int:
-        return args.latent_dim
-
-    def project(self, h: torch.Tensor) -> torch.Tensor:
-        return self.projector(h)
-
     def training_step(self, views: Sequence[torch.Tensor], progress: Progress) -> StepOutput:
         z1 = self.project(self.backbone(views[0]))
         if self.args.ema_target:
