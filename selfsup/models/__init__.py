@@ -1,5 +1,6 @@
 """Backbones and heads."""
 
+from selfsup.models import encoders  # noqa: F401  (registers the DIM, AMDIM and CPC encoders)
 from selfsup.models.backbones import BACKBONES, STEMS, Backbone, build_backbone
 from selfsup.models.heads import mlp
 
