@@ -1,6 +1,6 @@
 # The two set-up commands of the README:
 #   make demo   install, get Fashion-MNIST, pretrain the default method (cpu preset), print the evaluation
-#   make test   install, get Fashion-MNIST, run the test suite
+#   make test   install, get Fashion-MNIST (and Chromium for the report test), run the test suite
 # Both work on a fresh machine; everything goes into ./.venv.
 
 PYTHON ?= python3
@@ -12,12 +12,12 @@ TORCH_SPEC ?= torch==2.14.1 torchvision==0.29.1
 FMNIST_DIR := /usr/share/datasets/fashion-mnist
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: demo test install data lint clean
+.PHONY: demo test install data chromium lint clean
 
 demo: install data
 	$(BIN)/selfsup pretrain --eval
 
-test: install data
+test: install data chromium
 	$(BIN)/python -m pytest -q
 
 install: $(VENV)/.installed
@@ -36,6 +36,15 @@ data:
 		echo "installing Fashion-MNIST (Debian package dataset-fashion-mnist)"; \
 		$(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq dataset-fashion-mnist >/dev/null \
 		|| echo "apt-get failed; selfsup will try to download Fashion-MNIST through torchvision"; \
+	fi
+
+# Headless Chromium for tests/test_report_chromium.py (renders the `selfsup compare` report), from
+# Debian's package when apt is available; without it that test is skipped.
+chromium:
+	@if ! command -v chromium >/dev/null && command -v apt-get >/dev/null; then \
+		echo "installing Chromium (Debian package chromium) for the report test"; \
+		$(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq chromium >/dev/null \
+		|| echo "apt-get failed; tests/test_report_chromium.py will be skipped"; \
 	fi
 
 lint: install

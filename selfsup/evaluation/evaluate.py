@@ -11,16 +11,20 @@ dataset and with frozen, un-augmented images:
   for the encoder's input), which subtracting the mean makes a stronger cosine-kNN baseline.
 
 All accuracies are fractions in [0, 1].
+
+``save_embeddings=True`` also writes ``RUN_DIR/eval_embeddings.npz`` for the plots of ``selfsup compare``:
+the singular values of the centred test embeddings h and z, their 2-D PCA coordinates and the test labels.
 """
 
 from __future__ import annotations
 
 import json
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from tqdm.auto import tqdm
 
@@ -29,13 +33,18 @@ from selfsup.data import load_dataset
 from selfsup.data.base import ImageDataset
 from selfsup.engine import runtime
 from selfsup.engine.checkpoint import atomic_write_text, checkpoint_path, load_checkpoint
-from selfsup.engine.trainer import build_method, seed_everything
+from selfsup.engine.trainer import build_method, monitor_subset, seed_everything
 from selfsup.evaluation.features import extract_features, raw_pixel_features
 from selfsup.evaluation.knn import knn_top1
 from selfsup.evaluation.linear import linear_probe_top1
 from selfsup.evaluation.spectrum import effective_rank
+from selfsup.methods import Method
 
 PROTOCOLS = ("knn", "linear", "all")
+EMBEDDINGS_FILE = "eval_embeddings.npz"
+
+MethodBuilder = Callable[[TrainConfig, int], Method]
+"""``(config, input channels) -> method``; :func:`selfsup.engine.trainer.build_method` by default."""
 
 
 class EvaluationError(ValueError):
@@ -50,10 +59,11 @@ def load_run_config(run_dir: str | Path) -> TrainConfig:
     return TrainConfig.from_dict(json.loads(path.read_text()))
 
 
-def load_trained_method(run_dir: str | Path, device: torch.device, channels: int) -> tuple[Any, TrainConfig]:
+def load_trained_method(run_dir: str | Path, device: torch.device, channels: int,
+                        build: MethodBuilder | None = None) -> tuple[Any, TrainConfig]:
     """The run's method with its last checkpoint loaded, in eval mode."""
     cfg = load_run_config(run_dir)
-    method = build_method(cfg, channels)
+    method = (build or build_method)(cfg, channels)
     state = load_checkpoint(checkpoint_path(run_dir), map_location="cpu")
     method.load_state_dict(state["method"])
     return method.to(device).eval(), cfg
@@ -80,9 +90,21 @@ def _features(method: Any, dataset: ImageDataset, size: int, device: torch.devic
                                 progress=bar.update)
 
 
+def embedding_summary(name: str, embeddings: torch.Tensor) -> dict[str, np.ndarray]:
+    """Singular values of the centred embeddings and their 2-D PCA coordinates (for the plots)."""
+    x = embeddings.float()
+    u, s, _ = torch.linalg.svd(x - x.mean(0), full_matrices=False)
+    return {f"{name}_singular": s.numpy(), f"{name}_pca2": (u[:, :2] * s[:2]).numpy()}
+
+
 def evaluate_run(run_dir: str | Path, protocol: str = "all", device: str = "auto", baselines: bool = True,
-                 progress: bool = True) -> dict[str, Any]:
-    """Evaluate a run; returns (and writes to ``RUN_DIR/eval.json``) a flat dict of results."""
+                 progress: bool = True, build: MethodBuilder | None = None, max_train: int = 0,
+                 max_test: int = 0, save_embeddings: bool = False) -> dict[str, Any]:
+    """Evaluate a run; returns (and writes to ``RUN_DIR/eval.json``) a flat dict of results.
+
+    ``build`` rebuilds a model that is not a registered method (the supervised baseline of
+    ``selfsup compare``); ``max_train`` / ``max_test`` evaluate on evenly spaced subsets (0: all).
+    """
     if protocol not in PROTOCOLS:
         raise EvaluationError(f"unknown protocol {protocol!r}. Valid: {', '.join(PROTOCOLS)}")
     protocols = ("knn", "linear") if protocol == "all" else (protocol,)
@@ -91,12 +113,14 @@ def evaluate_run(run_dir: str | Path, protocol: str = "all", device: str = "auto
     torch_device = runtime.resolve_device(device)
     train = load_dataset(cfg.dataset, "train", cfg.data_dir)
     test = load_dataset(cfg.dataset, "test", cfg.data_dir)
+    train = monitor_subset(train, max_train) if max_train else train
+    test = monitor_subset(test, max_test) if max_test else test
     if not (train.has_labels and test.has_labels):
         raise EvaluationError(f"the {cfg.dataset} data under {cfg.data_dir} has no labels, so kNN and linear "
                               "evaluation are impossible. Give the images class sub-folders "
                               "(see `selfsup pretrain --help`, imagefolder).")
     size = int(cfg.augment.resolved(train.native_size).image_size)
-    method, _ = load_trained_method(run_dir, torch_device, train.channels)
+    method, _ = load_trained_method(run_dir, torch_device, train.channels, build)
     results: dict[str, Any] = {"method": cfg.method, "dataset": cfg.dataset, "backbone": cfg.backbone,
                                "image_size": size, "train_images": len(train), "test_images": len(test)}
     h_train, z_train = _features(method, train, size, torch_device, "features (trained)", progress)
@@ -106,6 +130,11 @@ def evaluate_run(run_dir: str | Path, protocol: str = "all", device: str = "auto
             results[f"{key.replace('_top1', '')}_top1_{name}"] = value
     results["effective_rank_z"] = effective_rank(z_test)
     results["embedding_std_z"] = float(torch.nn.functional.normalize(z_test, dim=1).std(0).mean())
+    if save_embeddings:
+        arrays = {**embedding_summary("h", h_test), **embedding_summary("z", z_test),
+                  "labels": test.labels.numpy(), "classes": np.array(test.classes, dtype=str)}
+        with open(Path(run_dir) / EMBEDDINGS_FILE, "wb") as handle:
+            np.savez(handle, **arrays)
     if baselines:
         raw_train, raw_test = raw_pixel_features(train), raw_pixel_features(test)
         for key, value in _scores((raw_train, train.labels), (raw_test, test.labels), protocols).items():
@@ -115,7 +144,7 @@ def evaluate_run(run_dir: str | Path, protocol: str = "all", device: str = "auto
             std_test = raw_pixel_features(test, standardize=True)
             results["standardized_pixels_knn_top1"] = knn_top1(std_train, train.labels, std_test, test.labels)
         seed_everything(cfg.seed)
-        random_method = build_method(cfg, train.channels).to(torch_device).eval()
+        random_method = (build or build_method)(cfg, train.channels).to(torch_device).eval()
         r_train, _ = _features(random_method, train, size, torch_device, "features (random init)", progress)
         r_test, _ = _features(random_method, test, size, torch_device, "features (random init, test)", progress)
         for key, value in _scores((r_train, train.labels), (r_test, test.labels), protocols).items():

@@ -1,0 +1,291 @@
+"""Encoders ready for reuse: export the backbone for plain torchvision, and embed a folder of images.
+
+* :func:`export_backbone` writes the backbone's weights as a plain state dict (``backbone.net.`` prefix
+  stripped) in PyTorch's format (``torch.save``, ``.pt``) or as ``.safetensors``, which
+  ``torchvision.models.resnet18()`` (resnet34/50, or torchvision's ``ResNet(BasicBlock, [1, 1, 1, 1])``
+  for resnet10) loads with ``strict=True`` once its stem matches the run's (``conv1`` for the input
+  channels and stem, ``maxpool`` = Identity for the CIFAR stem) and ``fc`` = Identity. No selfsup
+  import is needed to use it. A model card (Markdown) is written next to it: method, recipe, data,
+  evaluation results (when ``eval.json`` exists) and the loading snippet for plain torchvision.
+* :func:`embed_folder` computes the backbone features h (or the projector outputs z) of every image
+  under a folder, with the run's image size and normalisation, and writes them to ``.npy`` (rows in
+  the order of ``<out>.paths.txt``) or ``.parquet`` (a ``path`` column and an ``embedding`` column).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from selfsup.config import TrainConfig
+from selfsup.engine.checkpoint import checkpoint_path, load_checkpoint
+
+FORMATS = ("torchvision", "safetensors")
+SUFFIX = {"torchvision": ".pt", "safetensors": ".safetensors"}
+PREFIX = "backbone.net."
+TORCHVISION_FACTORIES = {"resnet18": "resnet18", "resnet34": "resnet34", "resnet50": "resnet50"}
+
+
+class ExportError(ValueError):
+    """The run cannot be exported or embedded as asked; the message says why."""
+
+
+def load_config(run_dir: str | Path) -> TrainConfig:
+    path = Path(run_dir) / "config.json"
+    if not path.is_file():
+        raise ExportError(f"{run_dir} is not a selfsup run directory (no config.json)")
+    return TrainConfig.from_dict(json.loads(path.read_text()))
+
+
+def backbone_state_dict(run_dir: str | Path) -> dict[str, torch.Tensor]:
+    """The backbone's weights from the run's last checkpoint, keys as in a torchvision ResNet."""
+    state = load_checkpoint(checkpoint_path(run_dir))["method"]
+    weights = {k[len(PREFIX):]: v.detach().cpu().contiguous().clone() for k, v in state.items() if k.startswith(PREFIX)}
+    if not weights:
+        raise ExportError(f"the checkpoint of {run_dir} has no '{PREFIX}*' weights: only torchvision ResNet "
+                          "backbones can be exported")
+    return weights
+
+
+# ----------------------------------------------------------------------------- preprocessing
+
+
+@dataclass(frozen=True)
+class Preprocessing:
+    """What an image must go through before the backbone: size, channels and normalisation."""
+
+    image_size: int
+    channels: int
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+
+
+def run_preprocessing(cfg: TrainConfig) -> Preprocessing:
+    """The run's evaluation preprocessing, from its dataset (statistics) and config (image size)."""
+    from selfsup.data import DatasetNotFoundError, load_dataset
+
+    try:
+        try:
+            dataset = load_dataset(cfg.dataset, "test", cfg.data_dir)
+        except DatasetNotFoundError:  # e.g. an image folder too small to hold a test split out
+            dataset = load_dataset(cfg.dataset, "pretrain", cfg.data_dir)
+    except Exception as err:  # noqa: BLE001 - any failure: say what is missing
+        raise ExportError(f"the run's dataset {cfg.dataset!r} is needed for its normalisation statistics and "
+                          f"image size, and could not be loaded: {err}") from err
+    size = int(cfg.augment.resolved(dataset.native_size).image_size)
+    return Preprocessing(size, dataset.channels, tuple(dataset.mean), tuple(dataset.std))
+
+
+# ----------------------------------------------------------------------------- export
+
+
+def torchvision_snippet(cfg: TrainConfig, channels: int, filename: str, fmt: str,
+                        prep: Preprocessing | None = None) -> str:
+    """Python code that builds the matching torchvision ResNet and loads ``filename``, without selfsup
+    (and, given ``prep``, a ``preprocess(image)`` function with the run's size and normalisation)."""
+    width = 64  # conv1's output channels in every torchvision ResNet
+    imports = ["import torch", "import torchvision", "from torch import nn"]
+    norm = {"group": "lambda c: nn.GroupNorm(min(32, c), c)", "layer": "lambda c: nn.GroupNorm(1, c)"}
+    norm_arg = f"norm_layer={norm[cfg.norm]}" if cfg.norm in norm else ""
+    if cfg.backbone == "resnet10":
+        imports.append("from torchvision.models.resnet import BasicBlock, ResNet")
+        body = [f"net = ResNet(BasicBlock, [1, 1, 1, 1]{', ' + norm_arg if norm_arg else ''})"]
+    elif cfg.backbone in TORCHVISION_FACTORIES:
+        body = [f"net = torchvision.models.{TORCHVISION_FACTORIES[cfg.backbone]}({norm_arg})"]
+    else:
+        raise ExportError(f"no torchvision equivalent is known for backbone {cfg.backbone!r}")
+    if cfg.stem == "cifar":
+        body += [f"net.conv1 = nn.Conv2d({channels}, {width}, kernel_size=3, stride=1, padding=1, bias=False)",
+                 "net.maxpool = nn.Identity()"]
+    elif channels != 3:
+        body.append(f"net.conv1 = nn.Conv2d({channels}, {width}, kernel_size=7, stride=2, padding=3, bias=False)")
+    body.append("net.fc = nn.Identity()")
+    if fmt == "safetensors":
+        imports.append("from safetensors.torch import load_file")
+        body.append(f'net.load_state_dict(load_file("{filename}"))')
+    else:
+        body.append(f'net.load_state_dict(torch.load("{filename}", weights_only=True))')
+    body.append(f"net.eval()  # net(images) -> features h of shape (B, {_out_dim(cfg) or 'D'})")
+    if prep is not None:
+        size, mode = prep.image_size, "L" if prep.channels == 1 else "RGB"
+        imports.append("from torchvision.transforms import v2")
+        body += ["", "", "def preprocess(image):",
+                 f'    """PIL image -> normalised ({prep.channels}, {size}, {size}) tensor, as selfsup does."""',
+                 f'    image = image.convert("{mode}")',
+                 f"    if image.size != ({size}, {size}):  # larger images: short side to {size}/0.875, centre crop",
+                 f"        side = round({size} / 0.875) if min(image.size) > {size} else {size}",
+                 f"        image = v2.CenterCrop({size})(v2.Resize(side)(image))",
+                 "    x = v2.ToDtype(torch.float32, scale=True)(v2.ToImage()(image))",
+                 f"    return v2.Normalize(mean={list(prep.mean)}, std={list(prep.std)})(x)", "", "",
+                 "# with torch.no_grad(): features = net(torch.stack([preprocess(img) for img in images]))"]
+    return "\n".join([*imports, "", *body])
+
+
+def _out_dim(cfg: TrainConfig) -> int | None:
+    return {"resnet10": 512, "resnet18": 512, "resnet34": 512, "resnet50": 2048}.get(cfg.backbone)
+
+
+def _fmt_results(evaluation: dict[str, Any]) -> list[str]:
+    rows = [("trained encoder, h (backbone)", "knn_top1_h", "linear_top1_h"),
+            ("trained encoder, z (projector)", "knn_top1_z", "linear_top1_z"),
+            ("random-init encoder, h", "random_init_knn_top1", "random_init_linear_top1"),
+            ("raw pixels", "raw_pixels_knn_top1", "raw_pixels_linear_top1")]
+
+    def cell(key: str) -> str:
+        value = evaluation.get(key)
+        return f"{100 * value:.2f}" if isinstance(value, (int, float)) else "–"
+
+    lines = ["| features | kNN top-1 (%) | linear top-1 (%) |", "|---|---|---|"]
+    lines += [f"| {label} | {cell(k)} | {cell(l)} |" for label, k, l in rows if cell(k) != "–" or cell(l) != "–"]
+    lines.append("")
+    lines.append(f"On {evaluation.get('test_images')} test images of {evaluation.get('dataset')} "
+                 f"({evaluation.get('train_images')} labelled training images for kNN and the linear probe).")
+    return lines
+
+
+def model_card(run_dir: Path, cfg: TrainConfig, weights: dict[str, torch.Tensor], export_path: Path, fmt: str,
+               prep: Preprocessing | None) -> str:
+    """The Markdown model card written next to an export."""
+    from selfsup.presets import schedule_text
+
+    summary = _read_json(run_dir / "summary.json")
+    evaluation = _read_json(run_dir / "eval.json")
+    paper = ""
+    try:
+        from selfsup.methods import METHODS
+
+        paper = METHODS.get(cfg.method).paper
+    except Exception:  # noqa: BLE001 - e.g. the supervised baseline of `selfsup compare`
+        paper = ""
+    channels = int(weights["conv1.weight"].shape[1])
+    params = sum(int(t.numel()) for k, t in weights.items() if "running_" not in k and "num_batches" not in k)
+    trained = summary.get("epochs")
+    lines = [f"# {cfg.backbone} encoder pretrained with {cfg.method} on {cfg.dataset}", "",
+             f"Exported by `selfsup export` from `{run_dir}` as `{export_path.name}` ({fmt}): the backbone only "
+             f"(the projector and any momentum copies are dropped), {len(weights)} tensors, {params:,} parameters.",
+             "", "## Method", "", f"- method: **{cfg.method}**" + (f" ({paper})" if paper else ""),
+             f"- settings: `{json.dumps(cfg.method_args, sort_keys=True)}`", "", "## Recipe", "",
+             f"- backbone: {cfg.backbone}, {cfg.stem} stem, {cfg.norm} norm, {channels} input channel(s)",
+             f"- epochs: {cfg.epochs}" + (f" (trained {trained:g})" if isinstance(trained, (int, float)) else ""),
+             f"- batch size: {cfg.batch_size}; optimizer: {cfg.optimizer}, peak LR {cfg.lr:.4g} "
+             f"(base {cfg.base_lr:g}, {cfg.lr_scaling} scaling), weight decay {cfg.weight_decay:g}",
+             f"- schedule: {schedule_text(cfg)}, warmup {cfg.warmup_epochs:g} epochs; seed {cfg.seed}",
+             f"- augmentation: crop scale {cfg.augment.crop_scale}, blur {cfg.augment.blur_prob}, solarize "
+             f"{cfg.augment.solarize_prob}, {cfg.augment.num_views} views", "", "## Data", "",
+             f"- dataset: {cfg.dataset}" + (f" (subset of {cfg.train_subset} images)" if cfg.train_subset else "")]
+    if prep is not None:
+        lines.append(f"- input: {prep.image_size} x {prep.image_size} px, {prep.channels} channel(s), values in "
+                     f"[0, 1] normalised with mean {list(prep.mean)} and std {list(prep.std)}")
+    lines += ["", "## Evaluation", ""]
+    lines += _fmt_results(evaluation) if evaluation else ["No `eval.json` in the run folder: run `selfsup eval "
+                                                          f"{run_dir}` and export again to include results."]
+    lines += ["", "## Load it with plain torchvision", "", "```python",
+              torchvision_snippet(cfg, channels, export_path.name, fmt, prep)]
+    lines += ["```", ""]
+    return "\n".join(lines)
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    try:
+        return json.loads(path.read_text())
+    except (FileNotFoundError, json.JSONDecodeError):
+        return {}
+
+
+def export_backbone(run_dir: str | Path, fmt: str = "torchvision", out: str | Path | None = None) -> Path:
+    """Write the backbone's state dict (and ``<out>.md``, the model card); returns the export's path."""
+    if fmt not in FORMATS:
+        raise ExportError(f"unknown format {fmt!r}. Valid: {', '.join(FORMATS)}")
+    run_dir = Path(run_dir)
+    cfg = load_config(run_dir)
+    if cfg.backbone not in ("resnet10", *TORCHVISION_FACTORIES):
+        raise ExportError(f"only torchvision ResNet backbones can be exported for torchvision; this run uses "
+                          f"{cfg.backbone!r}")
+    weights = backbone_state_dict(run_dir)
+    path = Path(out) if out else run_dir / "export" / f"{cfg.backbone}-{cfg.method}{SUFFIX[fmt]}"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if fmt == "safetensors":
+        from safetensors.torch import save_file
+
+        save_file(weights, str(path), metadata={"format": "pt", "method": cfg.method, "backbone": cfg.backbone})
+    else:
+        torch.save(weights, path)
+    try:
+        prep: Preprocessing | None = run_preprocessing(cfg)
+    except ExportError:
+        prep = None
+    path.with_suffix(".md").write_text(model_card(run_dir, cfg, weights, path, fmt, prep))
+    return path
+
+
+# ----------------------------------------------------------------------------- embed
+
+OUTPUT_SUFFIXES = (".npy", ".parquet")
+
+
+def embed_folder(run_dir: str | Path, images: str | Path, out: str | Path, features: str = "h",
+                 batch_size: int = 256, device: str = "auto", progress: bool = True) -> tuple[Path, int, int]:
+    """Embed every image under ``images`` with the run's encoder; returns (path, images, dimension)."""
+    from selfsup.augment import eval_transform
+    from selfsup.data.imagefolder import list_images
+    from selfsup.engine import runtime
+    from selfsup.evaluation.evaluate import load_trained_method
+
+    out = Path(out)
+    if out.suffix not in OUTPUT_SUFFIXES:
+        raise ExportError(f"--out must end in {' or '.join(OUTPUT_SUFFIXES)}, got {out.name!r}")
+    if features not in ("h", "z"):
+        raise ExportError(f"features must be h or z, got {features!r}")
+    root = Path(images)
+    files = [root] if root.is_file() else list_images(root) if root.is_dir() else []
+    if not files:
+        raise ExportError(f"no images found under {root}")
+    cfg = load_config(run_dir)
+    prep = run_preprocessing(cfg)
+    torch_device = runtime.resolve_device(device)
+    build = None
+    if cfg.method == "supervised":
+        from selfsup.compare.supervised import build_supervised
+
+        build = build_supervised
+    method, _ = load_trained_method(run_dir, torch_device, prep.channels, build)
+    transform = eval_transform(prep.image_size, prep.channels, prep.mean, prep.std)
+    mode = "L" if prep.channels == 1 else "RGB"
+
+    def encode(x: torch.Tensor) -> torch.Tensor:
+        h = method.backbone(x)
+        return h if features == "h" else method.project(h)
+
+    chunks = []
+    with tqdm(total=len(files), desc=f"embed ({features})", unit="img", disable=not progress) as bar:
+        for start in range(0, len(files), batch_size):
+            batch = torch.stack([transform(_open(p, mode)) for p in files[start: start + batch_size]])
+            with torch.no_grad():
+                chunks.append(encode(batch.to(torch_device)).float().cpu().numpy())
+            bar.update(len(batch))
+    array = np.concatenate(chunks).astype(np.float32)
+    paths = [str(p.relative_to(root)) if root.is_dir() else p.name for p in files]
+    out.parent.mkdir(parents=True, exist_ok=True)
+    if out.suffix == ".npy":
+        np.save(out, array)
+        Path(str(out) + ".paths.txt").write_text("".join(p + "\n" for p in paths))
+    else:
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        column = pa.FixedSizeListArray.from_arrays(pa.array(array.reshape(-1), type=pa.float32()), array.shape[1])
+        pq.write_table(pa.table({"path": pa.array(paths, type=pa.string()), "embedding": column}), out)
+    return out, array.shape[0], array.shape[1]
+
+
+def _open(path: Path, mode: str) -> Any:
+    from PIL import Image
+
+    with Image.open(path) as image:
+        return image.convert(mode)
