@@ -20,9 +20,10 @@ time during the timed full steps (this process only; DataLoader workers are chil
 machine wall-clock ratios are noisy; (b)/(a) is also given from this process's CPU time per step
 (``ours_over_model_only_cpu_time``), which other processes do not inflate.
 
-Settings: ``cpu`` is the demo (``--preset cpu``: Fashion-MNIST at 32 px, ResNet-18 ImageNet stem,
-batch 256); ``cifar`` is ResNet-18 with the CIFAR stem at 32 px, batch 256, the ``small`` preset's
-recipe, on CIFAR-10 when it is on disk, else on synthetic 32 px RGB images (same shapes and work).
+Settings: ``cpu`` is the demo (each method's ``--preset cpu``: Fashion-MNIST at 32 px, batch 128,
+ResNet-10 with the ImageNet stem, or the paper encoder for CPC, DIM and AMDIM); ``cifar`` is
+ResNet-18 with the CIFAR stem at 32 px, batch 256, the ``small`` preset's recipe,
+on CIFAR-10 when it is on disk, else on synthetic 32 px RGB images (same shapes and work).
 
     python benchmarks/throughput.py                                   # every method, cpu setting
     python benchmarks/throughput.py --settings cifar --steps 1 --methods simclr

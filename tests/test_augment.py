@@ -29,14 +29,7 @@ from selfsup.config import AugmentConfig, ConfigError
 TOL = 1e-5
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """These tests run many small ops: one intra-op thread avoids thread-pool stalls on a busy machine
-    (measured here with 2 threads on a loaded 2-core box: ~8 ms per op instead of microseconds)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 MEAN3, STD3 = (0.49, 0.48, 0.45), (0.25, 0.24, 0.26)
 MEAN1, STD1 = (0.29,), (0.35,)

@@ -32,13 +32,7 @@ LOG2 = math.log(2.0)
 PROGRESS = Progress(0, 10, 0, 10)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """These tests run tiny tensors, for which one thread is fastest (and immune to a busy machine)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def sp(x: float) -> float:

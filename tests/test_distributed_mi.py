@@ -10,7 +10,6 @@ gradient of the other ranks' copies.
 from __future__ import annotations
 
 import pytest
-import torch
 
 from tests.ddp_harness import Case, max_relative_difference, single_process, two_processes
 
@@ -32,13 +31,7 @@ CASES = [
 ]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """The single-process reference runs tiny tensors, fastest on one thread (as the workers are)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_two_processes_match_one_process():
