@@ -190,7 +190,8 @@ def test_compare_reports_resumes_and_skips(tmp_path, capsys):
                                   "raw pixels (values in [0, 1])", "standardized pixels"]
     for row in report.split("## Results")[1].split("\n\n")[1].splitlines()[2:5]:
         cells = [c.strip() for c in row.split("|")[1:-1]]
-        assert cells[1:4] == (["10"] if "supervised" in cells[0] else ["16"]) + ["16", "SGD"]
+        optimizer = "LARS" if cells[0] == "tico" else "SGD"  # tico's cpu preset uses LARS, the others the base's SGD
+        assert cells[1:4] == (["10"] if "supervised" in cells[0] else ["16"]) + ["16", optimizer]
         assert all(re.fullmatch(r"\d+\.\d\d", c) for c in cells[8:12]), cells  # kNN/linear on h and z
     html = (out / "report.html").read_text()
     assert html.count("data:image/png;base64,") == 3 and 'src="http' not in html and "<link" not in html
@@ -224,3 +225,21 @@ def test_isolated_runs_report_a_failure_and_go_on(tmp_path, capsys):
     assert summary["peak_rss_mib"] > 0
     report = (out / "report.md").read_text()
     assert "tico (failed: ValueError: the dataset has 8 images" in report
+
+
+def test_baselines_give_one_random_init_row_per_architecture():
+    from types import SimpleNamespace
+
+    from selfsup.compare.report import baseline_rows
+
+    pixels = {"raw_pixels_knn_top1": 0.75, "raw_pixels_linear_top1": 0.83, "standardized_pixels_knn_top1": 0.79}
+
+    def result(backbone: str, random_knn: float) -> SimpleNamespace:
+        return SimpleNamespace(config=SimpleNamespace(seed=0), evaluation={
+            "backbone": backbone, "random_init_knn_top1": random_knn, "random_init_linear_top1": 0.8, **pixels})
+
+    rows = baseline_rows([result("resnet10", 0.7551), result("dim32", 0.7738), result("resnet10", 0.7551)])
+    assert [(r[0], r[8]) for r in rows] == [
+        ("random-init encoder (resnet10, seed 0)", "75.51"), ("random-init encoder (dim32, seed 0)", "77.38"),
+        ("raw pixels (values in [0, 1])", "75.00"), ("standardized pixels", "79.00")]
+    assert all(len(r) == len(rows[0]) for r in rows)

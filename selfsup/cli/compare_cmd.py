@@ -110,8 +110,14 @@ def options_from_args(args: argparse.Namespace):  # noqa: ANN201 - CompareOption
         supervised=not args.no_supervised, isolate=not args.in_process,
         progress=not args.no_progress, eval_train=args.eval_train, eval_test=args.eval_test,
         device=args.device or "auto", report_dir=Path(args.report_dir) if args.report_dir else None,
-        command="selfsup " + " ".join(shlex.quote(a) for a in sys.argv[1:]) if sys.argv[1:2] == ["compare"]
-        else "", train=not args.report_only)
+        command=_reproducing_command(), train=not args.report_only)
+
+
+def _reproducing_command() -> str:
+    """The command line that produces this report (``--report-only`` only rebuilds it, so it is left out)."""
+    if sys.argv[1:2] != ["compare"]:
+        return ""
+    return "selfsup " + " ".join(shlex.quote(a) for a in sys.argv[1:] if a != "--report-only")
 
 
 def run(args: argparse.Namespace) -> int:

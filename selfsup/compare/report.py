@@ -117,24 +117,43 @@ def run_row(agg: Aggregate) -> list[str]:
 
 
 def baseline_rows(results: list[RunResult]) -> list[list[str]]:
-    source = next((r for r in results if "raw_pixels_knn_top1" in r.evaluation), None)
-    if source is None:
+    """One random-init row per architecture that was evaluated, then raw and standardized pixels."""
+    with_baselines = [r for r in results if "raw_pixels_knn_top1" in r.evaluation]
+    if not with_baselines:
         return []
-    e = source.evaluation
 
-    def cell(key: str) -> str:
+    def cell(e: dict[str, Any], key: str) -> str:
         value = e.get(key)
         return f"{100 * value:.2f}" if isinstance(value, (int, float)) else "–"
 
     dash = ["–"] * 7
-    arch = f"{e.get('backbone', '?')}, seed {source.config.seed if source.config else '?'}"
-    return [
-        [f"random-init encoder ({arch})", *dash, cell("random_init_knn_top1"), "–", cell("random_init_linear_top1"),
-         "–", "–", "–", "–", "–", "–"],
-        ["raw pixels (values in [0, 1])", *dash, cell("raw_pixels_knn_top1"), "–", cell("raw_pixels_linear_top1"),
-         "–", "–", "–", "–", "–", "–"],
-        ["standardized pixels", *dash, cell("standardized_pixels_knn_top1"), "–", "–", "–", "–", "–", "–", "–", "–"],
-    ]
+    tail = ["–"] * 6
+    rows, seen = [], set()
+    for result in with_baselines:
+        e = result.evaluation
+        arch = f"{e.get('backbone', '?')}, seed {result.config.seed if result.config else '?'}"
+        if "random_init_knn_top1" in e and arch not in seen:
+            seen.add(arch)
+            rows.append([f"random-init encoder ({arch})", *dash, cell(e, "random_init_knn_top1"), "–",
+                         cell(e, "random_init_linear_top1"), *tail])
+    e = with_baselines[0].evaluation
+    rows.append(["raw pixels (values in [0, 1])", *dash, cell(e, "raw_pixels_knn_top1"), "–",
+                 cell(e, "raw_pixels_linear_top1"), *tail])
+    rows.append(["standardized pixels", *dash, cell(e, "standardized_pixels_knn_top1"), "–", "–", *tail])
+    return rows
+
+
+def _backbones(results: list[RunResult]) -> str:
+    """The backbone of most runs, and the runs that use another one."""
+    configs = [(r.spec.name, r.config) for r in results if r.config is not None]
+    counts: dict[str, int] = {}
+    for _, cfg in configs:
+        counts[cfg.backbone] = counts.get(cfg.backbone, 0) + 1
+    common = max(counts, key=lambda name: counts[name])
+    stem = next(cfg.stem for _, cfg in configs if cfg.backbone == common)
+    others = [f"{name} ({cfg.backbone})" for name, cfg in configs if cfg.backbone != common]
+    text = f"Backbone {common} ({stem} stem)"
+    return text + (f", except {', '.join(others)}" if others else "")
 
 
 # ----------------------------------------------------------------------------- the document
@@ -145,7 +164,7 @@ def _context(results: list[RunResult], opts: Any) -> str:
     cfg = next((r.config for r in results if r.config is not None), None)
     parts = [f"Dataset **{opts.dataset}**, preset **{opts.preset}**."]
     if cfg is not None:
-        parts.append(f"Backbone {cfg.backbone} ({cfg.stem} stem) at {cfg.augment.image_size or 'native'} px; "
+        parts.append(f"{_backbones(results)}; at {cfg.augment.image_size or 'native'} px; "
                      f"device {next((r.summary.get('device') for r in results if r.summary), cfg.device)}.")
     if evaluated is not None:
         e = evaluated.evaluation

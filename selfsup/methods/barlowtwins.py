@@ -61,7 +61,10 @@ class BarlowTwins(Method):
             "projector": (2048, 2048, 2048), "lambd": 0.0051,
             "aug.crop_scale": (0.08, 1.0), "aug.blur_prob": (0.0,), "aug.solarize_prob": (0.0, 0.2),
         },
+        # LARS as in the paper: with the shared cpu base's SGD the embeddings collapsed (kNN monitor 0.698 ->
+        # 0.592 in one epoch; docs/cpu-preset.md, "Loss-scale-sensitive methods").
         "cpu": {
+            "optimizer": "lars", "base_lr": 1.0, "weight_decay": 1e-5,
             "projector": (1024, 1024, 1024), "bias_lr_mult": 0.024, "final_lr_ratio": 0.001,
         },
     }

@@ -53,7 +53,10 @@ class TiCo(MomentumMethod):
             "warmup_epochs": 10, "latent_dim": 256, "hidden_dim": 4096,
             "aug.solarize_prob": (0.0, 0.2),
         },
+        # LARS as in the paper: with the shared cpu base's SGD the embeddings lost rank (effective rank 7 of 128)
+        # and h fell below the random-init encoder (docs/cpu-preset.md, "Loss-scale-sensitive methods").
         "cpu": {
+            "optimizer": "lars", "base_lr": 1.0, "weight_decay": 1e-5,
             "latent_dim": 128, "hidden_dim": 1024,
         },
     }

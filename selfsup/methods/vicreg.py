@@ -47,7 +47,10 @@ class VICReg(Method):
             "warmup_epochs": 10, "final_lr_ratio": 0.001, "expander": (2048, 2048, 2048),
             "aug.solarize_prob": (0.0, 0.1),
         },
+        # LARS as in the paper: with the shared cpu base's SGD the loss (25/25/1 weights) diverged within
+        # 35 steps (docs/cpu-preset.md, "Loss-scale-sensitive methods").
         "cpu": {
+            "optimizer": "lars", "base_lr": 1.0, "weight_decay": 1e-5,
             "expander": (1024, 1024, 1024), "final_lr_ratio": 0.001,
         },
     }
