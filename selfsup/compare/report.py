@@ -17,6 +17,7 @@ from __future__ import annotations
 import base64
 import html
 import re
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -146,10 +147,7 @@ def baseline_rows(results: list[RunResult]) -> list[list[str]]:
 def _backbones(results: list[RunResult]) -> str:
     """The backbone of most runs, and the runs that use another one."""
     configs = [(r.spec.name, r.config) for r in results if r.config is not None]
-    counts: dict[str, int] = {}
-    for _, cfg in configs:
-        counts[cfg.backbone] = counts.get(cfg.backbone, 0) + 1
-    common = max(counts, key=lambda name: counts[name])
+    common = Counter(cfg.backbone for _, cfg in configs).most_common(1)[0][0]
     stem = next(cfg.stem for _, cfg in configs if cfg.backbone == common)
     others = [f"{name} ({cfg.backbone})" for name, cfg in configs if cfg.backbone != common]
     text = f"Backbone {common} ({stem} stem)"

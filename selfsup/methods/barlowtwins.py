@@ -25,7 +25,7 @@ from typing import Any
 import torch
 
 from selfsup.losses.barlow_twins import barlow_twins_terms
-from selfsup.methods.base import Method, Progress, StepOutput, embedding_std, register_method
+from selfsup.methods.base import CPU_LARS, Method, Progress, StepOutput, embedding_std, register_method
 from selfsup.models.backbones import Backbone
 from selfsup.models.heads import mlp
 
@@ -64,7 +64,7 @@ class BarlowTwins(Method):
         # LARS as in the paper: with the shared cpu base's SGD the embeddings collapsed (kNN monitor 0.698 ->
         # 0.592 in one epoch; docs/cpu-preset.md, "Loss-scale-sensitive methods").
         "cpu": {
-            "optimizer": "lars", "base_lr": 1.0, "weight_decay": 1e-5,
+            **CPU_LARS,
             "projector": (1024, 1024, 1024), "bias_lr_mult": 0.024, "final_lr_ratio": 0.001,
         },
     }

@@ -44,6 +44,11 @@ from selfsup.config import coerce
 from selfsup.models.backbones import Backbone
 from selfsup.registry import Registry
 
+CPU_LARS: dict[str, Any] = {"optimizer": "lars", "base_lr": 1.0, "weight_decay": 1e-5}
+"""The ``cpu`` preset's optimizer for methods whose loss scale breaks the shared base's SGD (BYOL, VICReg,
+Barlow Twins, TiCo): LARS's per-layer trust ratio makes the step independent of the loss scale
+(measured in docs/cpu-preset.md, "Loss-scale-sensitive methods")."""
+
 
 @dataclass(frozen=True)
 class Progress:

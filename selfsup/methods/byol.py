@@ -22,7 +22,7 @@ from dataclasses import dataclass
 import torch
 
 from selfsup.losses.byol import byol
-from selfsup.methods.base import Progress, StepOutput, embedding_std, register_method
+from selfsup.methods.base import CPU_LARS, Progress, StepOutput, embedding_std, register_method
 from selfsup.methods.momentum import MomentumMethod
 from selfsup.models.backbones import Backbone
 from selfsup.models.heads import mlp
@@ -63,7 +63,7 @@ class BYOL(MomentumMethod):
         # LARS with solo-learn's small-scale LR/WD: in one epoch of the cpu demo the shared SGD setting left the
         # kNN monitor at its initial value (0.691 vs 0.698) while this reached 0.730 (docs/methods/byol.md)
         "cpu": {
-            "optimizer": "lars", "base_lr": 1.0, "weight_decay": 1e-5,
+            **CPU_LARS,
             "latent_dim": 128, "hidden_dim": 1024, "pred_hidden_dim": 1024, "momentum_base": 0.99,
         },
     }

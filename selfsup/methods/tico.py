@@ -20,7 +20,7 @@ from dataclasses import dataclass
 import torch
 
 from selfsup.losses.tico import tico
-from selfsup.methods.base import Progress, StepOutput, embedding_std, register_method
+from selfsup.methods.base import CPU_LARS, Progress, StepOutput, embedding_std, register_method
 from selfsup.methods.momentum import MomentumMethod
 from selfsup.models.backbones import Backbone
 from selfsup.models.heads import mlp
@@ -56,7 +56,7 @@ class TiCo(MomentumMethod):
         # LARS as in the paper: with the shared cpu base's SGD the embeddings lost rank (effective rank 7 of 128)
         # and h fell below the random-init encoder (docs/cpu-preset.md, "Loss-scale-sensitive methods").
         "cpu": {
-            "optimizer": "lars", "base_lr": 1.0, "weight_decay": 1e-5,
+            **CPU_LARS,
             "latent_dim": 128, "hidden_dim": 1024,
         },
     }

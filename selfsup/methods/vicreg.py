@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import torch
 
 from selfsup.losses.vicreg import VARIANCE_MODES, vicreg_terms
-from selfsup.methods.base import Method, Progress, StepOutput, embedding_std, register_method
+from selfsup.methods.base import CPU_LARS, Method, Progress, StepOutput, embedding_std, register_method
 from selfsup.models.backbones import Backbone
 from selfsup.models.heads import mlp
 
@@ -50,7 +50,7 @@ class VICReg(Method):
         # LARS as in the paper: with the shared cpu base's SGD the loss (25/25/1 weights) diverged within
         # 35 steps (docs/cpu-preset.md, "Loss-scale-sensitive methods").
         "cpu": {
-            "optimizer": "lars", "base_lr": 1.0, "weight_decay": 1e-5,
+            **CPU_LARS,
             "expander": (1024, 1024, 1024), "final_lr_ratio": 0.001,
         },
     }
