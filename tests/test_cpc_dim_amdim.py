@@ -24,6 +24,7 @@ from selfsup.losses import (
 )
 from selfsup.methods import METHODS, Progress
 from selfsup.methods.cpc import extract_patches, orient
+from selfsup.methods.dim import occlude
 from selfsup.models import build_backbone
 from selfsup.presets import recipe_table, resolve_config
 from tests.conftest import needs_fashion_mnist
@@ -358,6 +359,41 @@ def test_prior_matching_gradients_reach_only_their_own_player():
         else:
             assert torch.allclose(grads[2.0][name], 2 * grad, rtol=1e-4, atol=1e-7), name
     assert any(g.abs().sum() > 0 for n, g in grads[1.0].items() if n.startswith("backbone"))
+
+
+def test_occlusion_hides_one_square_of_the_requested_size_per_image():
+    """Each image loses exactly one side x side square (set to 0), at a place drawn per image."""
+    torch.manual_seed(0)
+    images = torch.rand(64, 3, 32, 32) + 1.0  # no zeros before occlusion
+    hidden = occlude(images, 0.25) == 0
+    assert torch.equal(hidden[:, 0], hidden[:, 1]) and torch.equal(hidden[:, 0], hidden[:, 2])  # all channels
+    for mask in hidden[:, 0]:
+        rows, cols = mask.any(1).nonzero().flatten(), mask.any(0).nonzero().flatten()
+        assert len(rows) == len(cols) == 8 and int(mask.sum()) == 64
+        assert rows.max() - rows.min() == 7 and cols.max() - cols.min() == 7  # one contiguous square
+    tops = {int(mask.any(1).nonzero()[0]) for mask in hidden[:, 0]}
+    assert len(tops) > 5
+    # a slice of a larger draw is the matching rows of that draw (what each DDP rank uses)
+    torch.manual_seed(3)
+    whole = occlude(images, 0.5)
+    torch.manual_seed(3)
+    assert torch.equal(occlude(images[16:32], 0.5, offset=16, total=64), whole[16:32])
+
+
+def test_occlusion_feeds_y_the_occluded_copy_and_the_local_map_the_full_image():
+    """DIM §4.3: with occlusion the global Y never sees the hidden square (its gradient there is zero),
+    while the local features still depend on every pixel. (Eval mode, so that BatchNorm's batch statistics,
+    which mix the full and occluded copies, do not couple the images.)"""
+    dim = make("dim", "dim32", {"mi_units": 32, "gamma": 0.0, "occlusion": 0.5}).eval()
+    images = torch.randn(4, 3, 32, 32, requires_grad=True)
+    torch.manual_seed(7)
+    y_grad = torch.autograd.grad(dim([images], PROGRESS).embedding.sum(), images)[0]
+    torch.manual_seed(7)
+    hidden = occlude(torch.ones(4, 3, 32, 32), 0.5) == 0
+    assert torch.all(y_grad[hidden] == 0) and torch.count_nonzero(y_grad[~hidden]) > 0
+    torch.manual_seed(7)
+    loss_grad = torch.autograd.grad(dim([images], PROGRESS).loss, images)[0]
+    assert torch.count_nonzero(loss_grad[hidden]) > 0  # the local map still sees the hidden pixels
 
 
 # ----------------------------------------------------------------------------- presets, pipeline, CLI

@@ -2,8 +2,8 @@
 run on the same global batch (losses, gradients), for every loss that gathers across ranks.
 
 Random choices made inside the methods (CPC's patch colour dropping and flips, CPC's sampled negatives,
-DIM's prior samples, AMDIM's 5x5 source locations) are drawn for the global batch and sliced by rank,
-so they match too. The negative control shows that the comparison sees a gather that drops the
+DIM's prior samples and occluded squares, AMDIM's 5x5 source locations) are drawn for the global batch
+and sliced by rank, so they match too. The negative control shows that the comparison sees a gather that drops the
 gradient of the other ranks' copies.
 """
 
@@ -26,6 +26,8 @@ CASES = [
     Case("dim", {**DIM, "estimator": "jsd", "alpha": 0.5}, views=1, size=32, backbone="dim32"),
     Case("dim", {**DIM, "estimator": "nce"}, views=1, size=32, backbone="dim32"),
     Case("dim", {**DIM, "estimator": "dv", "gamma": 0.0}, views=1, size=32, backbone="dim32"),
+    # DIM with occlusion (§4.3): the hidden squares are drawn for the global batch
+    Case("dim", {**DIM, "occlusion": 0.5}, views=1, size=32, backbone="dim32"),
     # AMDIM: 1->5, 1->7, 5->5 against the global batch's locations
     Case("amdim", AMDIM, views=2, size=32, backbone="amdim32-small"),
 ]

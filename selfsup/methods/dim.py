@@ -29,6 +29,10 @@ with the defaults of DIM(L): α = 0, β = 1, γ = 0.1.
   the same batch. (A gradient-reversal layer would give the encoder the saturating minimax gradient
   instead.)
 
+* **Occlusion** (``occlusion`` > 0, optional; DIM §4.3, Table 5). Y is computed from a copy of the image
+  with a random square (``occlusion`` x the side) set to 0, the local map from the full image, so Y must
+  predict local features it has not seen. Both copies go through the encoder in one batch.
+
 DIM takes one view per image (``aug.num_views=1``); the paper's CIFAR runs use no augmentation.
 Evaluation features: h (the 1024-unit layer of ``dim32``, or a ResNet's pooled output); z = Y.
 """
@@ -94,6 +98,25 @@ class MIFCNet(nn.Module):
         return self.block(x) + self.shortcut(x)
 
 
+def occlude(images: torch.Tensor, fraction: float, offset: int = 0, total: int | None = None) -> torch.Tensor:
+    """A copy of ``images`` with a square of side ``fraction`` x the image side set to 0 (the dataset mean
+    after normalisation) at a uniformly random place in each image (DIM §4.3, "occlusion").
+
+    The places are drawn for ``total`` images (default: this batch) and rows ``offset:offset + n`` are used,
+    so that under DDP every rank slices the same global draw and N processes equal one.
+    """
+    n, _, height, width = images.shape
+    total = n if total is None else total
+    side_h, side_w = max(1, round(fraction * height)), max(1, round(fraction * width))
+    top = torch.randint(0, height - side_h + 1, (total,))[offset: offset + n].to(images.device)
+    left = torch.randint(0, width - side_w + 1, (total,))[offset: offset + n].to(images.device)
+    rows = torch.arange(height, device=images.device)[None, :, None]
+    cols = torch.arange(width, device=images.device)[None, None, :]
+    top, left = top[:, None, None], left[:, None, None]
+    hidden = (rows >= top) & (rows < top + side_h) & (cols >= left) & (cols < left + side_w)
+    return images.masked_fill(hidden[:, None], 0.0)
+
+
 @register_method
 class DIM(Method):
     name = "dim"
@@ -111,6 +134,7 @@ class DIM(Method):
         local_stage: int = -1
         prior_hidden: tuple[int, ...] = (1000, 200)
         act_penalty: float = 0.0
+        occlusion: float = 0.0
 
     _no_augmentation = {"aug.num_views": 1, "aug.crop_scale": (1.0, 1.0), "aug.crop_ratio": (1.0, 1.0),
                         "aug.jitter_prob": (0.0,), "aug.grayscale_prob": (0.0,), "aug.blur_prob": (0.0,),
@@ -172,14 +196,28 @@ class DIM(Method):
         """Uniform [0, 1) prior samples for this rank, drawn for the global batch and sliced (so 1 and N
         processes use the same samples)."""
         n = like.shape[0]
-        world = dist.world_size() if self.gather_distributed else 1
-        start = (dist.rank() if self.gather_distributed else 0) * n
-        return torch.rand(n * world, like.shape[1])[start: start + n].to(like.device, like.dtype)
+        start, total = self._global_rows(n)
+        return torch.rand(total, like.shape[1])[start: start + n].to(like.device, like.dtype)
+
+    def _global_rows(self, n: int) -> tuple[int, int]:
+        """(first row of this rank, size of the global batch) for random draws made for the global batch."""
+        if not self.gather_distributed:
+            return 0, n
+        return dist.rank() * n, dist.world_size() * n
 
     def training_step(self, views: Sequence[torch.Tensor], progress: Progress) -> StepOutput:
         a = self.args
-        maps, h = feature_pyramid(self.backbone, views[0])
-        local_map = maps[self.local_stage]
+        images = views[0]
+        if a.occlusion > 0:
+            # DIM §4.3: Y sees an occluded copy, the local map the full image; one forward pass for both.
+            n = images.shape[0]
+            start, total = self._global_rows(n)
+            occluded = occlude(images, a.occlusion, offset=start, total=total)
+            maps, h = feature_pyramid(self.backbone, torch.cat([images, occluded]))
+            local_map, h = maps[self.local_stage][:n], h[n:]
+        else:
+            maps, h = feature_pyramid(self.backbone, images)
+            local_map = maps[self.local_stage]
         y = self.global_head(h)
         loss = y.new_zeros((), dtype=torch.float32)
         logs: dict[str, float | torch.Tensor] = {}
