@@ -33,7 +33,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from selfsup import distributed as dist
 from selfsup.losses.amdim import amdim_terms
 from selfsup.methods.base import Method, Progress, StepOutput, embedding_std, register_method
 from selfsup.models.backbones import Backbone
@@ -138,9 +137,8 @@ class AMDIM(Method):
     def _source_locations(self, n: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
         """One uniformly random 5x5 location per image and view (the code's ``_sample_src_ftr``), drawn for
         the global batch and sliced, so that 1 and N processes pick the same locations."""
-        world = dist.world_size() if self.gather_distributed else 1
-        start = (dist.rank() if self.gather_distributed else 0) * n
-        draws = torch.randint(0, 25, (2, n * world))[:, start: start + n].to(device)
+        start, total = self.global_rows(n)
+        draws = torch.randint(0, 25, (2, total))[:, start: start + n].to(device)
         return draws[0], draws[1]
 
     def training_step(self, views: Sequence[torch.Tensor], progress: Progress) -> StepOutput:

@@ -40,6 +40,7 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
+from selfsup import distributed as dist
 from selfsup.config import coerce
 from selfsup.models.backbones import Backbone
 from selfsup.registry import Registry
@@ -152,6 +153,14 @@ class Method(nn.Module):
     def forward(self, views: Sequence[torch.Tensor], progress: Progress) -> StepOutput:
         """The training step (so that DDP's forward hooks see it)."""
         return self.training_step(views, progress)
+
+    def global_rows(self, n: int) -> tuple[int, int]:
+        """``(start, total)``: this rank's first row and the global batch size, for random draws that are
+        made for the global batch and sliced ``[start: start + n]``, so that 1 and N processes draw the
+        same numbers (DDP-equivalence; without ``gather_distributed``, ``(0, n)``)."""
+        if not self.gather_distributed:
+            return 0, n
+        return dist.rank() * n, dist.world_size() * n
 
     @torch.no_grad()
     def embed(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

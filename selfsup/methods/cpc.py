@@ -42,7 +42,6 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
-from selfsup import distributed as dist
 from selfsup.losses.cpc import cpc_infonce
 from selfsup.methods.base import Method, Progress, StepOutput, embedding_std, register_method
 from selfsup.models.backbones import Backbone
@@ -204,9 +203,8 @@ class CPC(Method):
     def _draw(self, count: int, *shape: int) -> torch.Tensor:
         """Uniform numbers for this rank's ``count`` items, drawn for the global batch (on the CPU, from
         torch's global generator) and sliced, so that 1 and N processes draw the same augmentation."""
-        world = dist.world_size() if self.gather_distributed else 1
-        start = (dist.rank() if self.gather_distributed else 0) * count
-        return torch.rand(count * world, *shape)[start: start + count]
+        start, total = self.global_rows(count)
+        return torch.rand(total, *shape)[start: start + count]
 
     def augment_patches(self, patches: torch.Tensor) -> torch.Tensor:
         """Colour dropping (RGB only) and horizontal flips, independently per patch (CPC v2 §3)."""

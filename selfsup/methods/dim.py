@@ -46,7 +46,6 @@ import torch
 from torch import nn
 from torch.func import functional_call
 
-from selfsup import distributed as dist
 from selfsup.losses.dim import (
     MI_ESTIMATORS,
     local_global_mi_loss,
@@ -196,14 +195,8 @@ class DIM(Method):
         """Uniform [0, 1) prior samples for this rank, drawn for the global batch and sliced (so 1 and N
         processes use the same samples)."""
         n = like.shape[0]
-        start, total = self._global_rows(n)
+        start, total = self.global_rows(n)
         return torch.rand(total, like.shape[1])[start: start + n].to(like.device, like.dtype)
-
-    def _global_rows(self, n: int) -> tuple[int, int]:
-        """(first row of this rank, size of the global batch) for random draws made for the global batch."""
-        if not self.gather_distributed:
-            return 0, n
-        return dist.rank() * n, dist.world_size() * n
 
     def training_step(self, views: Sequence[torch.Tensor], progress: Progress) -> StepOutput:
         a = self.args
@@ -211,7 +204,7 @@ class DIM(Method):
         if a.occlusion > 0:
             # DIM §4.3: Y sees an occluded copy, the local map the full image; one forward pass for both.
             n = images.shape[0]
-            start, total = self._global_rows(n)
+            start, total = self.global_rows(n)
             occluded = occlude(images, a.occlusion, offset=start, total=total)
             maps, h = feature_pyramid(self.backbone, torch.cat([images, occluded]))
             local_map, h = maps[self.local_stage][:n], h[n:]
