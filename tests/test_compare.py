@@ -243,3 +243,18 @@ def test_baselines_give_one_random_init_row_per_architecture():
         ("random-init encoder (resnet10, seed 0)", "75.51"), ("random-init encoder (dim32, seed 0)", "77.38"),
         ("raw pixels (values in [0, 1])", "75.00"), ("standardized pixels", "79.00")]
     assert all(len(r) == len(rows[0]) for r in rows)
+
+
+def test_the_report_names_a_stem_only_for_a_resnet():
+    from types import SimpleNamespace
+
+    from selfsup.compare.report import _backbones
+
+    def result(name: str, backbone: str) -> SimpleNamespace:
+        config = SimpleNamespace(backbone=backbone, stem="imagenet")
+        return SimpleNamespace(spec=SimpleNamespace(name=name), config=config)
+
+    assert _backbones([result("simclr", "resnet10"), result("dim", "dim32")]) == \
+        "Backbone resnet10 (imagenet stem), except dim (dim32)"
+    assert _backbones([result("cpc", "patchnet-small"), result("cpc-2", "patchnet-small"), result("dim", "dim32")]) == \
+        "Backbone patchnet-small, except dim (dim32)"

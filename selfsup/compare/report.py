@@ -145,12 +145,12 @@ def baseline_rows(results: list[RunResult]) -> list[list[str]]:
 
 
 def _backbones(results: list[RunResult]) -> str:
-    """The backbone of most runs, and the runs that use another one."""
+    """The backbone of most runs (with its stem, which only a ResNet has), and the runs that use another."""
     configs = [(r.spec.name, r.config) for r in results if r.config is not None]
     common = Counter(cfg.backbone for _, cfg in configs).most_common(1)[0][0]
     stem = next(cfg.stem for _, cfg in configs if cfg.backbone == common)
     others = [f"{name} ({cfg.backbone})" for name, cfg in configs if cfg.backbone != common]
-    text = f"Backbone {common} ({stem} stem)"
+    text = f"Backbone {common}" + (f" ({stem} stem)" if common.startswith("resnet") else "")
     return text + (f", except {', '.join(others)}" if others else "")
 
 
