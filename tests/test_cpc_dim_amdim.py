@@ -411,6 +411,7 @@ def test_presets_resolve_with_the_papers_recipes():
     dim = resolve_config("dim", "small")
     assert (dim.backbone, dim.batch_size, dim.base_lr, dim.augment.num_views) == ("dim32", 64, 1e-4, 1)
     assert (dim.method_args["alpha"], dim.method_args["beta"], dim.method_args["gamma"]) == (0.0, 1.0, 0.1)
+    assert resolve_config("dim", "cpu").epochs == 24 and resolve_config("cpc", "cpu").epochs == 8
     amdim = resolve_config("amdim", "imagenet")
     assert amdim.augment.shared_flip and amdim.adam_betas == (0.8, 0.999) and amdim.weight_decay == 1e-5
     assert amdim.lr_milestones == (30, 45) and amdim.lr_gamma == 0.2 and amdim.batch_size == 480
