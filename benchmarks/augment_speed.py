@@ -30,6 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from selfsup.augment import BatchedViewAugmenter, per_image_view_transforms  # noqa: E402
 from selfsup.config import AugmentConfig  # noqa: E402
+from selfsup.engine.runtime import machine, machine_line  # noqa: E402
 
 RECIPES = {
     "simclr": {},  # SimCLR Appendix A; no blur at <= 64 px (AugmentConfig.resolved)
@@ -94,10 +95,12 @@ def run(size: int, channels: int, batch: int, threads: int, rounds: int, recipe:
     result["speedup_best"] = result["batched_images_per_s"]["best"] / result["per_image_images_per_s"]["best"]
     result["speedup_median"] = (result["batched_images_per_s"]["median"]
                                 / result["per_image_images_per_s"]["median"])
+    result["machine"] = machine()
     return result
 
 
 def print_table(r: dict) -> None:
+    print(f"machine: {machine_line(r['machine'])}")
     print(f"{r['size']} px, {r['channels']} channel(s), batch {r['batch']}, {r['views']} views/image, "
           f"recipe {r['recipe']}, {r['threads']} thread(s), torch {r['torch']}")
     print(f"{'path':<28}{'images/s (best)':>18}{'images/s (median)':>20}")

@@ -19,6 +19,10 @@ import sys
 import tempfile
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from selfsup.engine.runtime import machine_line  # noqa: E402
+
 COMMON = ["--backbone", "resnet10", "--epochs", "1", "--batch-size", "128", "--set", "knn_queries=2000",
           "--set", "warmup_epochs=0.1"]
 SGD = ["--set", "optimizer=sgd", "--set", "base_lr=0.7", "--set", "weight_decay=5e-4"]
@@ -46,7 +50,9 @@ def run(name: str, extra: list[str], root: Path) -> dict:
     subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
     summary = json.loads((out / "summary.json").read_text())
     return {"variant": name, "knn_init": summary["initial_knn_top1"], "knn_after_1_epoch": summary["final_knn_top1"],
-            "wall_time_s": summary["wall_time_s"], "images_per_s": summary["images_per_s"]}
+            "wall_time_s": summary["wall_time_s"], "images_per_s": summary["images_per_s"],
+            "precision": summary.get("precision"), "channels_last": summary.get("channels_last"),
+            "machine": summary.get("machine")}
 
 
 def main() -> None:
@@ -58,6 +64,8 @@ def main() -> None:
     unknown = sorted(set(names) - set(VARIANTS))
     if unknown:
         parser.error(f"unknown variants {unknown}. Valid: {', '.join(VARIANTS)}")
+    if not args.json:
+        print(f"machine: {machine_line()}")
     with tempfile.TemporaryDirectory() as tmp:
         rows = []
         for name in names:

@@ -22,6 +22,10 @@ import sys
 import time
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from selfsup.engine.runtime import machine_line  # noqa: E402
+
 COMPARISONS = {
     # name: [(label, --set overrides)]; the first variant is the one under test, the second the reference
     "data_path": [("batched", {"data_path": "batched"}),
@@ -74,7 +78,7 @@ def main(argv: list[str] | None = None) -> None:
     (out / "parity.json").write_text(json.dumps(rows, indent=2) + "\n")
     keys = [k for k in rows[0] if k.startswith("knn")]
     print(f"\n{args.method} on {args.dataset}, cpu preset, {args.compare}: "
-          f"{(time.perf_counter() - started) / 60:.1f} min")
+          f"{(time.perf_counter() - started) / 60:.1f} min on {machine_line()}")
     print(f"{'variant':<10}{'seed':>5}{'images/s':>10}{'final loss':>12}" + "".join(f"{k:>16}" for k in keys))
     for r in rows:
         print(f"{r['variant']:<10}{r['seed']:>5}{r['images_per_s']:>10.0f}{r['final_loss']:>12.4f}"

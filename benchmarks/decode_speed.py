@@ -31,6 +31,7 @@ from selfsup.augment.per_image import view_specs  # noqa: E402
 from selfsup.config import AugmentConfig  # noqa: E402
 from selfsup.data.cache import decode_square, stored_size  # noqa: E402
 from selfsup.data.streaming import crop_views  # noqa: E402
+from selfsup.engine.runtime import machine, machine_line  # noqa: E402
 
 
 def make_jpegs(folder: Path, count: int, width: int, height: int) -> list[str]:
@@ -90,8 +91,9 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     rows = run(args.width, args.height, args.images)
     if args.json:
-        print(json.dumps(rows, indent=2))
+        print(json.dumps({"machine": machine(), "rows": rows}, indent=2))
         return
+    print(f"machine: {machine_line()}")
     print(f"{args.images} JPEGs of {args.width}x{args.height}, one core, images/s (best of 3)")
     print(f"{'path':<8}{'size':>6}{'no draft':>10}{'draft':>10}{'speed-up':>10}")
     for r in rows:

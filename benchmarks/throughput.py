@@ -154,14 +154,15 @@ def measure(method: str, setting: str, pipeline: str, steps: int, rounds: int, w
         row = {"method": method, "setting": setting, "pipeline": pipeline, "dataset": dataset or cfg.dataset,
                "backbone": f"{cfg.backbone}/{cfg.stem}", "image_size": trainer.image_size,
                "batch_size": cfg.batch_size, "device": str(device),
-               "precision": str(trainer.amp_dtype).replace("torch.", "") if trainer.amp_dtype else "fp32",
+               "precision": cfg.precision,
                "channels_last": trainer.channels_last, "compile": cfg.compile,
                "allocator_fix": runtime.freed_memory_kept(), "data_path": type(trainer.pipeline).__name__,
                "full_images_per_s": round(images / full_time, 2),
                "minor_faults_per_step": round(faults / (steps * rounds)),
                "kernel_cpu_share": round(sys_time / max(full_cpu, 1e-9), 3),
                "full_cpu_seconds_per_step": round(full_cpu / (steps * rounds), 3),
-               "peak_rss_mib": round(runtime.peak_rss_mib(), 1), "peak_gpu_mib": runtime.peak_gpu_mib(device)}
+               "peak_rss_mib": round(runtime.peak_rss_mib(), 1), "peak_gpu_mib": runtime.peak_gpu_mib(device),
+               "runtime_trial": trainer.runtime_trial, "machine": runtime.machine()}
         if pipeline == "ours":
             row["model_only_images_per_s"] = round(images / model_time, 2)
             row["model_only_cpu_seconds_per_step"] = round(model_cpu / (steps * rounds), 3)
@@ -248,6 +249,8 @@ def main(argv: list[str] | None = None) -> None:
         print(json.dumps(measure(methods[0], settings[0], args.worker, args.steps, args.rounds, args.warmup, sets)))
         return
     rows = []
+    if not args.json:
+        print(f"machine: {runtime.machine_line()}")
     for setting in settings:
         for method in methods:
             try:

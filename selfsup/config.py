@@ -125,8 +125,8 @@ class TrainConfig:
     grad_clip: float = 0.0
     # execution
     device: str = "auto"
-    precision: str = "auto"
-    channels_last: bool = True
+    precision: str = "auto"  # auto, fp32, bf16, fp16; auto is settled by measurement (selfsup.engine.autotune)
+    channels_last: str = "auto"  # auto, true, false; auto is settled by measurement like precision
     compile: bool = False
     seed: int = 0
     num_workers: int = 0
@@ -162,10 +162,29 @@ class TrainConfig:
         unknown = set(data) - known
         if unknown:
             raise ConfigError(f"unknown config keys {sorted(unknown)}")
-        return cls(augment=aug, **_tuples(cls, data))
+        cfg = cls(augment=aug, **_tuples(cls, data))
+        cfg.channels_last = switch(cfg.channels_last, "channels_last")  # config.json of older runs: a bool
+        return cfg
 
 
 LR_SCALINGS = ("linear", "sqrt", "none")
+SWITCHES = ("auto", "true", "false")
+"""Values of a setting that is on, off, or settled at run time (``channels_last``)."""
+RUNTIME_SETTINGS = ("precision", "channels_last")
+"""Settings whose ``auto`` is replaced by the measured choice when a run starts (:mod:`selfsup.engine.autotune`):
+``config.json`` holds the choice, ``--print-config`` shows ``auto``."""
+
+
+def switch(value: Any, key: str) -> str:
+    """``auto``, ``true`` or ``false`` from a bool or any usual spelling (yes/no, on/off, 1/0)."""
+    text = str(value).strip().lower()
+    if text in ("1", "true", "yes", "on"):
+        return "true"
+    if text in ("0", "false", "no", "off"):
+        return "false"
+    if text == "auto":
+        return "auto"
+    raise ConfigError(f"{key} expects auto, true or false, got {value!r}")
 
 
 def scaled_lr(base_lr: float, batch_size: int, rule: str) -> float:

@@ -19,7 +19,8 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
-from selfsup.config import ConfigError, TrainConfig, apply_overrides
+from selfsup.config import ConfigError, TrainConfig, apply_overrides, switch
+from selfsup.engine.runtime import PRECISIONS
 from selfsup.methods import METHODS, Method
 
 PRESETS = ("imagenet", "small", "cpu")
@@ -115,6 +116,9 @@ def validate(cfg: TrainConfig) -> None:
     for name in ("knn_every", "log_every"):
         if getattr(cfg, name) < 0:
             raise ConfigError(f"{name} must be >= 0")
+    cfg.channels_last = switch(cfg.channels_last, "channels_last")
+    if cfg.precision not in PRECISIONS:
+        raise ConfigError(f"unknown precision {cfg.precision!r}. Valid: {', '.join(PRECISIONS)}")
 
 
 OPTIMIZER_NAMES = {"lars": "LARS", "sgd": "SGD", "adam": "Adam", "adamw": "AdamW"}

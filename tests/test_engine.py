@@ -15,9 +15,8 @@ from tests.conftest import needs_fashion_mnist
 TINY = ["--backbone", "resnet10", "--batch-size", "16", "--epochs", "2", "--no-progress",
         "--set", "train_subset=64", "--set", "aug.image_size=16", "--set", "knn_every=0",
         "--set", "hidden_dim=32", "--set", "latent_dim=16", "--set", "log_every=1",
-        # fp32: bf16 autocast on the CPU (the default where the CPU has native bf16) is not bitwise
-        # reproducible at this degenerate size (oneDNN's bf16 weight gradient of a 1x1 input; docs/performance.md)
-        "--set", "precision=fp32"]
+        # runs are compared bitwise: the runtime choices are pinned (auto is measured afresh by each run)
+        "--set", "precision=fp32", "--set", "channels_last=false"]
 
 
 def state(run_dir):

@@ -505,7 +505,9 @@ class TestWMSEMethod:
 
 RESUME_TINY = ["--backbone", "resnet10", "--batch-size", "16", "--epochs", "2", "--no-progress",
                "--set", "train_subset=64", "--set", "aug.image_size=16", "--set", "knn_every=0",
-               "--set", "hidden_dim=32", "--set", "log_every=1", "--set", "precision=fp32"]
+               "--set", "hidden_dim=32", "--set", "log_every=1",
+               # two runs compared bitwise: the runtime choices are pinned (auto is measured afresh by each run)
+               "--set", "precision=fp32", "--set", "channels_last=false"]
 
 
 @needs_fashion_mnist

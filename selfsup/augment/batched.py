@@ -9,7 +9,7 @@ and BYOL Table 6 with torchvision's semantics, but each sample draws its own par
 3. random grayscale (ITU-R 601-2 luma, torchvision's weights), keeping ``channels`` channels;
 4. Gaussian blur with a per-sample sigma (separable, reflect padding);
 5. solarization (pixels >= threshold are inverted);
-6. normalisation, optionally to ``channels_last``.
+6. normalisation.
 
 Parameters are drawn on the CPU from the caller's :class:`torch.Generator` (one ``rand`` call per view),
 so a batch's augmentation depends only on the generator state, on CPU and GPU alike; they are then
@@ -445,8 +445,7 @@ class BatchedViewAugmenter:
     with view 0's ``flip_prob``.
     """
 
-    def __init__(self, cfg: AugmentConfig, channels: int, mean: Sequence[float], std: Sequence[float],
-                 channels_last: bool = False) -> None:
+    def __init__(self, cfg: AugmentConfig, channels: int, mean: Sequence[float], std: Sequence[float]) -> None:
         if channels not in (1, 3):
             raise ValueError(f"images must have 1 or 3 channels, got {channels}")
         if len(mean) != channels or len(std) != channels:
@@ -455,7 +454,6 @@ class BatchedViewAugmenter:
         self.channels = channels
         self.mean = tuple(float(m) for m in mean)
         self.std = tuple(float(s) for s in std)
-        self.channels_last = channels_last
         self._stats: dict[torch.device, tuple[Tensor, Tensor]] = {}
 
     # -- configuration
@@ -517,8 +515,7 @@ class BatchedViewAugmenter:
         threshold = cfg.solarize_threshold
         x = apply_to(x, selection.solarize, lambda y, _: solarize(y, threshold))
         mean, std = self._statistics(x.device)
-        x = normalize_(x, mean, std)
-        return x.contiguous(memory_format=torch.channels_last) if self.channels_last else x
+        return normalize_(x, mean, std)
 
     def _jitter(self, x: Tensor, params: ViewParams, selection: Selection, cfg: AugmentConfig) -> Tensor:
         """Colour jitter in each sample's random order (torchvision ``ColorJitter``): the jittered samples

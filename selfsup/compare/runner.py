@@ -29,7 +29,7 @@ from typing import Any
 
 from selfsup.compare.plan import SUPERVISED, Plan, RunSpec, plan_runs, spec_config
 from selfsup.compare.results import STATUS_FILE, RunResult, load_result, read_json
-from selfsup.config import ConfigError, TrainConfig
+from selfsup.config import RUNTIME_SETTINGS, ConfigError, TrainConfig
 from selfsup.engine.checkpoint import atomic_write_text, checkpoint_path, load_checkpoint
 from selfsup.evaluation.evaluate import EMBEDDINGS_FILE
 
@@ -72,11 +72,12 @@ def log(message: str) -> None:
 
 
 def config_differences(saved: TrainConfig, wanted: TrainConfig) -> list[str]:
-    """The keys (``aug.x``, ``method.x``, run keys) whose values differ, ignoring :data:`IGNORED_CONFIG_KEYS`."""
+    """The keys (``aug.x``, ``method.x``, run keys) whose values differ, ignoring :data:`IGNORED_CONFIG_KEYS`
+    and the runtime settings that the saved run settled from the ``auto`` that is wanted."""
     a, b = saved.to_dict(), wanted.to_dict()
     diffs = []
     for key in sorted(set(a) | set(b)):
-        if key in IGNORED_CONFIG_KEYS:
+        if key in IGNORED_CONFIG_KEYS or (key in RUNTIME_SETTINGS and b.get(key) == "auto"):
             continue
         if key in ("augment", "method_args"):
             prefix = "aug." if key == "augment" else "method."

@@ -95,15 +95,14 @@ class BatchedPipeline:
     """In-memory uint8 images, augmented in batches on the training device."""
 
     def __init__(self, dataset: ImageDataset, augment: AugmentConfig, batch_size: int, device: torch.device,
-                 seed: int = 0, rank: int = 0, world_size: int = 1, channels_last: bool = False) -> None:
+                 seed: int = 0, rank: int = 0, world_size: int = 1) -> None:
         if dataset.images is None:
             raise ValueError("BatchedPipeline needs an in-memory dataset")
         self.dataset = dataset
         self.images = dataset.images
         if device.type == "cuda":
             self.images = self.images.pin_memory()
-        self.augmenter = BatchedViewAugmenter(augment, dataset.channels, dataset.mean, dataset.std,
-                                              channels_last=channels_last)
+        self.augmenter = BatchedViewAugmenter(augment, dataset.channels, dataset.mean, dataset.std)
         self.sharding = _Sharding(len(dataset), batch_size, rank, world_size)
         self.batch_size = batch_size
         self.device = device
@@ -169,8 +168,7 @@ class PerImagePipeline:
     """The conventional pipeline: DataLoader workers apply torchvision transforms image by image."""
 
     def __init__(self, dataset: ImageDataset, augment: AugmentConfig, batch_size: int, device: torch.device,
-                 seed: int = 0, rank: int = 0, world_size: int = 1, num_workers: int = 2,
-                 channels_last: bool = False) -> None:
+                 seed: int = 0, rank: int = 0, world_size: int = 1, num_workers: int = 2) -> None:
         self.dataset = dataset
         self.views = _PerImageViews(dataset, augment, seed)
         self.sharding = _Sharding(len(dataset), batch_size, rank, world_size)
@@ -178,7 +176,6 @@ class PerImagePipeline:
         self.device = device
         self.seed = seed
         self.num_workers = num_workers
-        self.channels_last = channels_last
 
     def __len__(self) -> int:
         return len(self.sharding)
@@ -188,10 +185,8 @@ class PerImagePipeline:
         loader = DataLoader(self.views, batch_sampler=_EpochBatches(order, self.sharding, epoch, start_batch),
                             num_workers=self.num_workers, collate_fn=_collate,
                             pin_memory=self.device.type == "cuda", persistent_workers=False)
-        memory_format = torch.channels_last if self.channels_last else torch.contiguous_format
         for views, index in loader:
-            yield ViewBatch([v.to(self.device, non_blocking=True, memory_format=memory_format) for v in views],
-                            index)
+            yield ViewBatch([v.to(self.device, non_blocking=True) for v in views], index)
 
 
 DATA_PATHS = ("auto", "batched", "streaming", "per-image")
@@ -229,7 +224,7 @@ def choose_data_path(dataset: ImageDataset, augment: AugmentConfig, data_path: s
 
 def build_pipeline(dataset: ImageDataset, augment: AugmentConfig, batch_size: int, device: torch.device,
                    data_path: str = "auto", seed: int = 0, rank: int = 0, world_size: int = 1,
-                   num_workers: int = 2, channels_last: bool = False, memory_budget_mb: int | None = None,
+                   num_workers: int = 2, memory_budget_mb: int | None = None,
                    cache_dir: str | None = None) -> ViewPipeline:
     """The view pipeline for ``dataset`` (see :func:`choose_data_path`).
 
@@ -241,13 +236,11 @@ def build_pipeline(dataset: ImageDataset, augment: AugmentConfig, batch_size: in
     """
     path = choose_data_path(dataset, augment, data_path, memory_budget_mb)
     if path == "per-image":
-        return PerImagePipeline(dataset, augment, batch_size, device, seed, rank, world_size, num_workers,
-                                channels_last)
+        return PerImagePipeline(dataset, augment, batch_size, device, seed, rank, world_size, num_workers)
     if path == "streaming":
         from selfsup.data.streaming import StreamingPipeline
 
-        return StreamingPipeline(dataset, augment, batch_size, device, seed, rank, world_size, num_workers,
-                                 channels_last)
+        return StreamingPipeline(dataset, augment, batch_size, device, seed, rank, world_size, num_workers)
     if path == "cached":
         from selfsup.data.cache import load_or_build
         from selfsup.data.streaming import default_workers
@@ -255,4 +248,4 @@ def build_pipeline(dataset: ImageDataset, augment: AugmentConfig, batch_size: in
         image_size = int(augment.image_size or dataset.native_size)
         dataset = load_or_build(dataset, image_size, cache_dir, default_workers(num_workers), rank,
                                 verbose=rank == 0)
-    return BatchedPipeline(dataset, augment, batch_size, device, seed, rank, world_size, channels_last)
+    return BatchedPipeline(dataset, augment, batch_size, device, seed, rank, world_size)

@@ -120,12 +120,11 @@ class StreamingPipeline:
 
     def __init__(self, dataset: ImageDataset, augment: AugmentConfig, batch_size: int, device: torch.device,
                  seed: int = 0, rank: int = 0, world_size: int = 1, num_workers: int = 0,
-                 channels_last: bool = False, use_draft: bool = True) -> None:
+                 use_draft: bool = True) -> None:
         cfg = augment.resolved(dataset.native_size)
         self.dataset = dataset
         self.crops = _StreamedCrops(dataset, cfg, seed, use_draft)
-        self.augmenter = BatchedViewAugmenter(cfg, dataset.channels, dataset.mean, dataset.std,
-                                              channels_last=channels_last)
+        self.augmenter = BatchedViewAugmenter(cfg, dataset.channels, dataset.mean, dataset.std)
         self.sharding = _Sharding(len(dataset), batch_size, rank, world_size)
         self.batch_size, self.device, self.seed, self.rank = batch_size, device, seed, rank
         self.num_workers = default_workers(num_workers)

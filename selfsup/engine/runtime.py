@@ -47,19 +47,31 @@ def cpu_bf16_supported() -> bool:
         return False
 
 
-def resolve_precision(name: str, device: torch.device) -> torch.dtype | None:
-    """The autocast dtype, or None for fp32.
-
-    ``auto``: bf16 on CUDA GPUs that support it and on CPUs with native bf16 (AVX512-BF16/AMX; 1.8x
-    the fp32 step on this project's 2-core EPYC, see ``docs/performance.md``), else fp32.
-    """
-    if name not in PRECISIONS:
-        raise ValueError(f"unknown precision {name!r}. Valid: {', '.join(PRECISIONS)}")
-    if name == "auto":
-        if device.type == "cuda":
-            return torch.bfloat16 if torch.cuda.is_bf16_supported() else None
-        return torch.bfloat16 if device.type == "cpu" and cpu_bf16_supported() else None
+def precision_dtype(name: str) -> torch.dtype | None:
+    """The autocast dtype of a settled precision (``fp32``: None, no autocast)."""
+    if name not in PRECISIONS or name == "auto":
+        raise ValueError(f"precision {name!r} is not a settled precision. Valid: fp32, bf16, fp16")
     return {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[name]
+
+
+def precision_candidates(setting: str, device: torch.device) -> list[str]:
+    """The precisions ``setting`` allows on ``device``: itself when explicit; for ``auto``, float32 and, where
+    the device computes bf16 natively (CUDA GPUs that support it, CPUs with AVX512-BF16 or AMX), bf16.
+    Emulated bf16 is slower than float32, so it is not a candidate."""
+    if setting not in PRECISIONS:
+        raise ValueError(f"unknown precision {setting!r}. Valid: {', '.join(PRECISIONS)}")
+    if setting != "auto":
+        return [setting]
+    native = (device.type == "cuda" and torch.cuda.is_bf16_supported()) or \
+        (device.type == "cpu" and cpu_bf16_supported())
+    return ["fp32", "bf16"] if native else ["fp32"]
+
+
+def channels_last_candidates(setting: str, device: torch.device) -> list[bool]:
+    """The memory formats ``setting`` allows on ``device`` (``channels_last`` only helps the CPU and CUDA)."""
+    if device.type not in ("cpu", "cuda"):
+        return [False]
+    return [False, True] if setting == "auto" else [setting == "true"]
 
 
 @contextlib.contextmanager
@@ -145,3 +157,38 @@ def peak_gpu_mib(device: torch.device) -> float | None:
     if device.type == "cuda":
         return torch.cuda.max_memory_allocated(device) / 2**20
     return None
+
+
+def machine() -> dict[str, object]:
+    """Where a measurement ran: CPU model, cores available to this process, the CPU's bf16 features, the
+    GPU if any, and the torch version. Every benchmark that prints a speed records this."""
+    import platform
+
+    model, flags = platform.processor() or platform.machine(), set()
+    try:
+        with open("/proc/cpuinfo") as handle:
+            for line in handle:
+                key, _, value = line.partition(":")
+                if key.strip() == "model name" and value.strip():
+                    model = value.strip()
+                elif key.strip() == "flags":
+                    flags = set(value.split())
+                if model and flags:
+                    break
+    except OSError:
+        pass
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    info: dict[str, object] = {
+        "cpu": model, "cores": cores, "cpu_bf16": sorted(flags & {"avx512_bf16", "amx_bf16"}),
+        "cpu_bf16_native": cpu_bf16_supported(), "torch": torch.__version__,
+        "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+    }
+    return info
+
+
+def machine_line(info: dict[str, object] | None = None) -> str:
+    """:func:`machine` as one line, e.g. ``Intel(R) Xeon(R) Processor, 2 cores, amx_bf16+avx512_bf16, torch 2.14.1``."""
+    info = info or machine()
+    bf16 = "+".join(info["cpu_bf16"]) or "no native bf16"  # type: ignore[arg-type]
+    gpu = f", GPU {info['gpu']}" if info.get("gpu") else ""
+    return f"{info['cpu']}, {info['cores']} cores, {bf16}, torch {info['torch']}{gpu}"

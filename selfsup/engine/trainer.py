@@ -17,6 +17,8 @@ the end. Only rank 0 logs and checkpoints.
 
 from __future__ import annotations
 
+import copy
+import itertools
 import json
 import random
 import time
@@ -33,7 +35,8 @@ from selfsup import distributed as dist
 from selfsup.config import ConfigError, TrainConfig
 from selfsup.data import build_pipeline, load_dataset
 from selfsup.data.base import ImageDataset
-from selfsup.engine import runtime
+from selfsup.engine import autotune, runtime
+from selfsup.engine.bf16_guard import guard_bf16_convolutions
 from selfsup.engine.checkpoint import atomic_save, atomic_write_text, checkpoint_path, load_checkpoint
 from selfsup.engine.logging import MetricsLogger, ProgressBar, to_float
 from selfsup.evaluation.features import extract_features
@@ -120,8 +123,6 @@ class Trainer:
         if cfg.batch_size % self.world:
             raise ConfigError(f"--batch-size {cfg.batch_size} is the global batch and must be divisible by "
                               f"the {self.world} processes")
-        self.amp_dtype = runtime.resolve_precision(cfg.precision, self.device)
-        self.channels_last = cfg.channels_last and self.device.type in ("cpu", "cuda")
         seed_everything(cfg.seed)
 
         self.dataset = load_dataset(cfg.dataset, "pretrain", cfg.data_dir)
@@ -130,18 +131,24 @@ class Trainer:
         self.augment = cfg.augment.resolved(self.dataset.native_size)
         self.image_size = int(self.augment.image_size or self.dataset.native_size)
         self.pipeline = build_pipeline(self.dataset, self.augment, cfg.batch_size, self.device, cfg.data_path,
-                                       cfg.seed, self.rank, self.world, cfg.num_workers, self.channels_last,
-                                       cfg.memory_budget_mb, cfg.cache_dir)
+                                       cfg.seed, self.rank, self.world, cfg.num_workers,
+                                       memory_budget_mb=cfg.memory_budget_mb, cache_dir=cfg.cache_dir)
         self.steps_per_epoch = len(self.pipeline)
         self.total_steps = cfg.epochs * self.steps_per_epoch
 
         seed_everything(cfg.seed)
         self.method = self.build_method(self.dataset.channels)
-        if self.channels_last:
-            self.method = self.method.to(memory_format=torch.channels_last)
+        if self.device.type == "cpu":
+            guard_bf16_convolutions(self.method)
         if cfg.sync_bn and self.world > 1:
             self.method = nn.SyncBatchNorm.convert_sync_batchnorm(self.method)
         self.method.to(self.device)
+        self.runtime_trial = self._settle_runtime()
+        self.amp_dtype = runtime.precision_dtype(cfg.precision)
+        self.channels_last = cfg.channels_last == "true"
+        self.memory_format = torch.channels_last if self.channels_last else torch.contiguous_format
+        if self.channels_last:
+            self.method = self.method.to(memory_format=torch.channels_last)
         self.optimizer = build_optimizer(self.method.parameter_groups(), cfg)
         self.model: nn.Module = self.method
         if self.world > 1:
@@ -292,7 +299,9 @@ class Trainer:
             "peak_rss_mib": round(runtime.peak_rss_mib(), 1), "peak_gpu_mib": runtime.peak_gpu_mib(self.device),
             "final_loss": last_loss, **initial, **{f"final_{k}": v for k, v in last_logs.items()},
             **{f"final_{k}": v for k, v in monitor.items()}, "world_size": self.world,
-            "device": str(self.device), "finished": epoch >= cfg.epochs,
+            "device": str(self.device), "finished": epoch >= cfg.epochs, "precision": cfg.precision,
+            "channels_last": self.channels_last, "machine": runtime.machine(),
+            **({"runtime_trial": self.runtime_trial} if self.runtime_trial else {}),
         }
         if self.main:
             atomic_write_text(json.dumps(summary, indent=2) + "\n", self.run_dir / "summary.json")
@@ -300,24 +309,83 @@ class Trainer:
 
     def train_step(self, views: list[torch.Tensor], step: int, epoch: int) -> Any:
         """One optimizer step on a batch of views: LR, forward, finiteness check, backward, step, hooks."""
+        return self._step(self.model, self.method, self.optimizer, self.amp_dtype, self.memory_format, views,
+                          step, epoch)
+
+    def _step(self, model: nn.Module, method: Method, optimizer: torch.optim.Optimizer,
+              amp_dtype: torch.dtype | None, memory_format: torch.memory_format, views: list[torch.Tensor],
+              step: int, epoch: int) -> Any:
+        """:meth:`train_step` on any replica of the method (the runtime trial trains copies)."""
         cfg = self.cfg
         progress = Progress(step, self.total_steps, epoch, self.steps_per_epoch)
         factor = lr_factor(step, self.steps_per_epoch, cfg.epochs, schedule=cfg.schedule,
                            warmup_epochs=cfg.warmup_epochs, warmup_start_ratio=cfg.warmup_start_ratio,
                            final_lr_ratio=cfg.final_lr_ratio, milestones=cfg.lr_milestones,
                            gamma=cfg.lr_gamma, per_step=cfg.schedule_per_step)
-        apply_lr(self.optimizer, cfg.lr, factor)
-        with runtime.autocast(self.device, self.amp_dtype):
-            out = self.model(views, progress)
+        apply_lr(optimizer, cfg.lr, factor)
+        views = [v.contiguous(memory_format=memory_format) for v in views]
+        with runtime.autocast(self.device, amp_dtype):
+            out = model(views, progress)
         self._check_finite(out.loss, step, epoch)
-        self.optimizer.zero_grad(set_to_none=True)
+        optimizer.zero_grad(set_to_none=True)
         out.loss.backward()
         if cfg.grad_clip > 0:
-            torch.nn.utils.clip_grad_norm_(self.method.parameters(), cfg.grad_clip)
-        self.method.before_optimizer_step(progress)
-        self.optimizer.step()
-        self.method.after_optimizer_step(progress)
+            torch.nn.utils.clip_grad_norm_(method.parameters(), cfg.grad_clip)
+        method.before_optimizer_step(progress)
+        optimizer.step()
+        method.after_optimizer_step(progress)
         return out
+
+    # ------------------------------------------------------------------ runtime choices
+
+    def _settle_runtime(self) -> dict[str, Any]:
+        """Replace ``precision=auto`` / ``channels_last=auto`` by the fastest qualifying choice, measured on
+        copies of the real model and the first real batches (:mod:`selfsup.engine.autotune`). Returns the
+        trial's record for ``summary.json`` (empty when nothing was left to choose)."""
+        cfg = self.cfg
+        precisions = runtime.precision_candidates(cfg.precision, self.device)
+        formats = runtime.channels_last_candidates(cfg.channels_last, self.device)
+        options = autotune.candidates(precisions, formats)
+        if len(options) == 1:
+            cfg.precision, cfg.channels_last = options[0].precision, "true" if options[0].channels_last else "false"
+            return {}
+        needed = autotune.WARMUP_STEPS + autotune.TIMED_STEPS
+        batches = [b.views for b in itertools.islice(self.pipeline.epoch(0), needed)]
+        saved_rng = _rng_state()
+        runners = [self._trial_runner(option, batches, saved_rng) for option in options]
+        results = autotune.measure(options, runners, self._sync)
+        _set_rng_state(saved_rng)
+        autotune.check_agreement(results)
+        autotune.agree_across_ranks(results)
+        chosen = autotune.choose(results)
+        cfg.precision = chosen.candidate.precision
+        cfg.channels_last = "true" if chosen.candidate.channels_last else "false"
+        if self.main:
+            print(f"selfsup: {autotune.describe(results, chosen, cfg.batch_size // self.world)}", flush=True)
+        return {"chosen": chosen.candidate.label, "candidates": [r.as_dict() for r in results]}
+
+    def _trial_runner(self, option: autotune.Candidate, batches: list[list[torch.Tensor]],
+                      rng: dict[str, Any]) -> autotune.StepRunner:
+        """Trial steps of ``option`` on a copy of the method with its own optimizer and its own random state
+        (starting from ``rng``, so that every candidate draws the same numbers)."""
+        replica = copy.deepcopy(self.method)
+        memory_format = torch.channels_last if option.channels_last else torch.contiguous_format
+        replica = replica.to(memory_format=memory_format)
+        optimizer = build_optimizer(replica.parameter_groups(), self.cfg)
+        amp_dtype = runtime.precision_dtype(option.precision)
+        state = {"rng": rng}
+
+        def run(i: int) -> float:
+            _set_rng_state(state["rng"])
+            out = self._step(replica, replica, optimizer, amp_dtype, memory_format, batches[i % len(batches)], i, 0)
+            state["rng"] = _rng_state()
+            return to_float(out.loss)
+
+        return run
+
+    def _sync(self) -> None:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
 
     def _check_finite(self, loss: torch.Tensor, step: int, epoch: int) -> None:
         finite = torch.isfinite(loss.detach()).float()
