@@ -30,7 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from selfsup.augment import BatchedViewAugmenter, per_image_view_transforms  # noqa: E402
 from selfsup.config import AugmentConfig  # noqa: E402
-from selfsup.engine.runtime import machine, machine_line  # noqa: E402
+from selfsup.runtime import machine, machine_line  # noqa: E402
 
 RECIPES = {
     "simclr": {},  # SimCLR Appendix A; no blur at <= 64 px (AugmentConfig.resolved)

@@ -21,7 +21,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from selfsup.engine.runtime import machine_line  # noqa: E402
+from selfsup.runtime import machine_line  # noqa: E402
 
 COMMON = ["--backbone", "resnet10", "--epochs", "1", "--batch-size", "128", "--set", "knn_queries=2000",
           "--set", "warmup_epochs=0.1"]

@@ -24,7 +24,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from selfsup.engine.runtime import machine_line  # noqa: E402
+from selfsup.runtime import machine_line  # noqa: E402
 
 COMPARISONS = {
     # name: [(label, --set overrides)]; the first variant is the one under test, the second the reference

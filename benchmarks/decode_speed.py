@@ -27,11 +27,11 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from selfsup.augment.per_image import view_specs  # noqa: E402
+from selfsup.augment.views import view_specs  # noqa: E402
 from selfsup.config import AugmentConfig  # noqa: E402
 from selfsup.data.cache import decode_square, stored_size  # noqa: E402
 from selfsup.data.streaming import crop_views  # noqa: E402
-from selfsup.engine.runtime import machine, machine_line  # noqa: E402
+from selfsup.runtime import machine, machine_line  # noqa: E402
 
 
 def make_jpegs(folder: Path, count: int, width: int, height: int) -> list[str]:

@@ -16,10 +16,12 @@ import argparse
 import torch
 
 from selfsup.data.datasets import load_dataset
-from selfsup.engine.trainer import build_method, monitor_subset, seed_everything
-from selfsup.evaluation.evaluate import load_run_config, load_trained_method
+from selfsup.evaluation.evaluate import load_trained_method
 from selfsup.evaluation.features import eval_batches
 from selfsup.evaluation.knn import knn_top1
+from selfsup.methods import build_method
+from selfsup.rng import seed_everything
+from selfsup.run_folder import RunFolder
 
 
 @torch.no_grad()
@@ -43,12 +45,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--train", type=int, default=20000, help="evenly spaced training images (0: all)")
     parser.add_argument("--test", type=int, default=10000, help="evenly spaced test images (0: all)")
     args = parser.parse_args(argv)
-    cfg = load_run_config(args.run_dir)
+    cfg = RunFolder(args.run_dir).read_config()
     train = load_dataset(cfg.dataset, "train", cfg.data_dir)
     test = load_dataset(cfg.dataset, "test", cfg.data_dir)
-    train = monitor_subset(train, args.train) if args.train else train
-    test = monitor_subset(test, args.test) if args.test else test
-    size = int(cfg.augment.resolved(train.native_size).image_size)
+    train = train.evenly_spaced(args.train) if args.train else train
+    test = test.evenly_spaced(args.test) if args.test else test
+    size = int(cfg.augment.image_size)
     trained, _ = load_trained_method(args.run_dir, torch.device("cpu"), train.channels)
     seed_everything(cfg.seed)
     random_init = build_method(cfg, train.channels).eval()

@@ -25,7 +25,8 @@ sys.path.insert(0, str(ROOT))
 
 
 def trial(method: str, preset: str, sets: dict[str, str]) -> dict:
-    from selfsup.engine import autotune, runtime
+    from selfsup import runtime
+    from selfsup.engine import autotune
     from selfsup.engine.trainer import Trainer
     from selfsup.presets import resolve_config
 
@@ -50,8 +51,8 @@ def trial(method: str, preset: str, sets: dict[str, str]) -> dict:
 
 
 def main(argv: list[str] | None = None) -> None:
-    from selfsup.engine.runtime import machine_line
     from selfsup.presets import method_names
+    from selfsup.runtime import machine_line
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--methods", default=None, help="comma-separated (default: every method)")

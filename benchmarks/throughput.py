@@ -48,7 +48,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from selfsup.engine import runtime  # noqa: E402
+from selfsup import runtime  # noqa: E402
 
 SETTINGS = {
     "cpu": {"preset": "cpu", "sets": {}},
@@ -113,14 +113,14 @@ def measure(method: str, setting: str, pipeline: str, steps: int, rounds: int, w
         epoch = 0
         batches = trainer.pipeline.epoch(epoch)
 
-        def next_views() -> list[torch.Tensor]:
+        def next_views():  # noqa: ANN202 - a ViewBatch
             nonlocal batches, epoch
             try:
-                return next(batches).views
+                return next(batches)
             except StopIteration:
                 epoch += 1
                 batches = trainer.pipeline.epoch(epoch)
-                return next(batches).views
+                return next(batches)
 
         fixed = next_views()
         step = 0

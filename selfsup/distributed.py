@@ -110,10 +110,3 @@ def all_reduce_mean(tensor: torch.Tensor) -> torch.Tensor:
         tensor /= world_size()
     return tensor
 
-
-def broadcast_object(obj: object) -> object:
-    if not is_distributed():
-        return obj
-    holder = [obj]
-    dist.broadcast_object_list(holder, src=0)
-    return holder[0]

@@ -5,13 +5,13 @@ A run's config is the :class:`~selfsup.config.TrainConfig` defaults, overlaid wi
 own ``Method.presets[preset]`` (its paper recipe), then with CLI flags and ``--set``.
 
 * ``imagenet``: the papers' ImageNet recipes (ResNet-50, ImageNet stem). For SimCLR, TiCo and
-  VICReg these are exactly the reference sheet's table.
+  VICReg these are exactly the recipe table of the reference this project started from (README).
 * ``small``: 28-96 px datasets (CIFAR, STL-10, Fashion-MNIST), from the CIFAR recipes in the
   reference (solo-learn, the official CIFAR commands). ResNet-18 with the CIFAR stem.
 * ``cpu``: sized so that the demo (pretrain, then evaluate) finishes in about 10 minutes on
   2 CPU cores; see ``docs/cpu-preset.md`` for the measurements behind it.
 
-``selfsup methods [--preset P] [--json]`` prints them as the sheet's table.
+``selfsup methods [--preset P] [--json]`` prints them as one recipe table.
 """
 
 from __future__ import annotations
@@ -20,8 +20,9 @@ import dataclasses
 from typing import Any
 
 from selfsup.config import ConfigError, TrainConfig, apply_overrides, switch
-from selfsup.engine.runtime import PRECISIONS
+from selfsup.data.datasets import resolve_augment
 from selfsup.methods import METHODS, Method
+from selfsup.runtime import PRECISIONS
 
 PRESETS = ("imagenet", "small", "cpu")
 
@@ -46,17 +47,20 @@ PRESET_BASES: dict[str, dict[str, Any]] = {
 }
 
 
-SHEET_ORDER = ("cpc", "dim", "amdim", "moco", "simclr", "swav", "byol", "simsiam", "wmse", "tico", "vicreg",
+TABLE_ORDER = ("cpc", "dim", "amdim", "moco", "simclr", "swav", "byol", "simsiam", "wmse", "tico", "vicreg",
                "barlowtwins")
-"""The reference sheet's order of the methods, used by ``selfsup methods`` and reports."""
+"""The order of the methods in the recipe table and the reports: roughly by publication, mutual-information
+methods first, then contrastive, clustering, distillation and redundancy-reduction methods."""
 
 
-def method_names() -> list[str]:
-    """Every name ``--method`` accepts: registered methods and their ``name-variant`` forms, sheet order."""
+def method_names(include_unlisted: bool = False) -> list[str]:
+    """Every name ``--method`` accepts: registered methods and their ``name-variant`` forms, in table order.
+    Methods that are not ``listed`` (the supervised baseline) only with ``include_unlisted``."""
     names = []
-    for name in sorted(METHODS.names(), key=lambda n: (SHEET_ORDER.index(n) if n in SHEET_ORDER else 99, n)):
-        variants = METHODS.get(name).variants
-        names += [name] + [f"{name}-{v}" for v in variants]
+    for name in sorted(METHODS.names(), key=lambda n: (TABLE_ORDER.index(n) if n in TABLE_ORDER else 99, n)):
+        method = METHODS.get(name)
+        if method.listed or include_unlisted:
+            names += [name] + [f"{name}-{v}" for v in method.variants]
     return names
 
 
@@ -89,7 +93,9 @@ def resolve_config(method: str, preset: str = "cpu", flags: dict[str, Any] | Non
     """Build the full :class:`TrainConfig` for ``method`` at ``preset``.
 
     ``flags`` are explicit CLI flags (``epochs``, ``batch_size``, ``dataset`` ...) and ``sets``
-    the ``--set key=value`` pairs; both use the key grammar of :mod:`selfsup.config`.
+    the ``--set key=value`` pairs; both use the key grammar of :mod:`selfsup.config`. The augmentation
+    settings that depend on the image size are filled in from the dataset (``resolve_augment``), so the
+    result is the whole recipe, as ``config.json`` and ``selfsup pretrain --print-config`` show it.
     """
     method_cls, variant = split_variant(method)
     cfg = TrainConfig(method=method_cls.name, preset=preset)
@@ -98,6 +104,7 @@ def resolve_config(method: str, preset: str = "cpu", flags: dict[str, Any] | Non
     apply_overrides(cfg, sets or {}, method_cls.Args)
     cfg.method_args = dataclasses.asdict(method_cls.make_args(cfg.method_args))
     validate(cfg)
+    resolve_augment(cfg)
     return cfg
 
 
@@ -125,7 +132,7 @@ OPTIMIZER_NAMES = {"lars": "LARS", "sgd": "SGD", "adam": "Adam", "adamw": "AdamW
 
 
 def schedule_text(cfg: TrainConfig) -> str:
-    """The schedule column of the sheet's table, e.g. ``linear warmup, cosine decay``."""
+    """The schedule column of the recipe table, e.g. ``linear warmup, cosine decay``."""
     if cfg.schedule == "warmup_cosine":
         text = "linear warmup, cosine decay" if cfg.warmup_epochs > 0 else "cosine decay"
         return text + (f" to {cfg.final_lr_ratio:g}x" if cfg.final_lr_ratio else "")
@@ -136,7 +143,7 @@ def schedule_text(cfg: TrainConfig) -> str:
 
 
 def recipe_row(method: str, preset: str) -> dict[str, Any]:
-    """One row of the sheet's table (the keys of ``selfsup methods --json``)."""
+    """One row of the recipe table (the keys of ``selfsup methods --json``)."""
     cfg = resolve_config(method, preset)
     method_cls, _ = split_variant(method)
     args = method_cls.make_args(cfg.method_args)

@@ -24,7 +24,7 @@ import torch
 from tqdm.auto import tqdm
 
 from selfsup.config import TrainConfig
-from selfsup.engine.checkpoint import checkpoint_path, load_checkpoint
+from selfsup.run_folder import RunFolder
 
 FORMATS = ("torchvision", "safetensors")
 SUFFIX = {"torchvision": ".pt", "safetensors": ".safetensors"}
@@ -36,16 +36,9 @@ class ExportError(ValueError):
     """The run cannot be exported or embedded as asked; the message says why."""
 
 
-def load_config(run_dir: str | Path) -> TrainConfig:
-    path = Path(run_dir) / "config.json"
-    if not path.is_file():
-        raise ExportError(f"{run_dir} is not a selfsup run directory (no config.json)")
-    return TrainConfig.from_dict(json.loads(path.read_text()))
-
-
 def backbone_state_dict(run_dir: str | Path) -> dict[str, torch.Tensor]:
     """The backbone's weights from the run's last checkpoint, keys as in a torchvision ResNet."""
-    state = load_checkpoint(checkpoint_path(run_dir))["method"]
+    state = RunFolder(run_dir).read_checkpoint()["method"]
     weights = {k[len(PREFIX):]: v.detach().cpu().contiguous().clone() for k, v in state.items() if k.startswith(PREFIX)}
     if not weights:
         raise ExportError(f"the checkpoint of {run_dir} has no '{PREFIX}*' weights: only torchvision ResNet "
@@ -75,10 +68,10 @@ def run_preprocessing(cfg: TrainConfig) -> Preprocessing:
             dataset = load_dataset(cfg.dataset, "test", cfg.data_dir)
         except DatasetNotFoundError:  # e.g. an image folder too small to hold a test split out
             dataset = load_dataset(cfg.dataset, "pretrain", cfg.data_dir)
-    except Exception as err:  # noqa: BLE001 - any failure: say what is missing
+    except Exception as err:  # any failure: say what is missing
         raise ExportError(f"the run's dataset {cfg.dataset!r} is needed for its normalisation statistics and "
                           f"image size, and could not be loaded: {err}") from err
-    size = int(cfg.augment.resolved(dataset.native_size).image_size)
+    size = int(cfg.augment.image_size or dataset.native_size)
     return Preprocessing(size, dataset.channels, tuple(dataset.mean), tuple(dataset.std))
 
 
@@ -154,15 +147,11 @@ def model_card(run_dir: Path, cfg: TrainConfig, weights: dict[str, torch.Tensor]
     """The Markdown model card written next to an export."""
     from selfsup.presets import schedule_text
 
-    summary = _read_json(run_dir / "summary.json")
-    evaluation = _read_json(run_dir / "eval.json")
-    paper = ""
-    try:
-        from selfsup.methods import METHODS
+    folder = RunFolder(run_dir)
+    summary, evaluation = folder.read_summary(), folder.read_evaluation()
+    from selfsup.methods import METHODS
 
-        paper = METHODS.get(cfg.method).paper
-    except Exception:  # noqa: BLE001 - e.g. the supervised baseline of `selfsup compare`
-        paper = ""
+    paper = METHODS.get(cfg.method).paper if cfg.method in METHODS else ""
     channels = int(weights["conv1.weight"].shape[1])
     params = sum(int(t.numel()) for k, t in weights.items() if "running_" not in k and "num_batches" not in k)
     trained = summary.get("epochs")
@@ -191,24 +180,17 @@ def model_card(run_dir: Path, cfg: TrainConfig, weights: dict[str, torch.Tensor]
     return "\n".join(lines)
 
 
-def _read_json(path: Path) -> dict[str, Any]:
-    try:
-        return json.loads(path.read_text())
-    except (FileNotFoundError, json.JSONDecodeError):
-        return {}
-
-
 def export_backbone(run_dir: str | Path, fmt: str = "torchvision", out: str | Path | None = None) -> Path:
     """Write the backbone's state dict (and ``<out>.md``, the model card); returns the export's path."""
     if fmt not in FORMATS:
         raise ExportError(f"unknown format {fmt!r}. Valid: {', '.join(FORMATS)}")
     run_dir = Path(run_dir)
-    cfg = load_config(run_dir)
+    cfg = RunFolder(run_dir).read_config()
     if cfg.backbone not in ("resnet10", *TORCHVISION_FACTORIES):
         raise ExportError(f"only torchvision ResNet backbones can be exported for torchvision; this run uses "
                           f"{cfg.backbone!r}")
     weights = backbone_state_dict(run_dir)
-    path = Path(out) if out else run_dir / "export" / f"{cfg.backbone}-{cfg.method}{SUFFIX[fmt]}"
+    path = Path(out) if out else RunFolder(run_dir).export_dir / f"{cfg.backbone}-{cfg.method}{SUFFIX[fmt]}"
     path.parent.mkdir(parents=True, exist_ok=True)
     if fmt == "safetensors":
         from safetensors.torch import save_file
@@ -232,9 +214,9 @@ OUTPUT_SUFFIXES = (".npy", ".parquet")
 def embed_folder(run_dir: str | Path, images: str | Path, out: str | Path, features: str = "h",
                  batch_size: int = 256, device: str = "auto", progress: bool = True) -> tuple[Path, int, int]:
     """Embed every image under ``images`` with the run's encoder; returns (path, images, dimension)."""
+    from selfsup import runtime
     from selfsup.augment import eval_transform
     from selfsup.data.imagefolder import list_images
-    from selfsup.engine import runtime
     from selfsup.evaluation.evaluate import load_trained_method
 
     out = Path(out)
@@ -246,15 +228,10 @@ def embed_folder(run_dir: str | Path, images: str | Path, out: str | Path, featu
     files = [root] if root.is_file() else list_images(root) if root.is_dir() else []
     if not files:
         raise ExportError(f"no images found under {root}")
-    cfg = load_config(run_dir)
+    cfg = RunFolder(run_dir).read_config()
     prep = run_preprocessing(cfg)
     torch_device = runtime.resolve_device(device)
-    build = None
-    if cfg.method == "supervised":
-        from selfsup.compare.supervised import build_supervised
-
-        build = build_supervised
-    method, _ = load_trained_method(run_dir, torch_device, prep.channels, build)
+    method, _ = load_trained_method(run_dir, torch_device, prep.channels)
     transform = eval_transform(prep.image_size, prep.channels, prep.mean, prep.std)
     mode = "L" if prep.channels == 1 else "RGB"
 

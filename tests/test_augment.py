@@ -23,7 +23,7 @@ from PIL import Image
 
 from selfsup.augment import BatchedViewAugmenter, ViewParams, eval_transform, per_image_view_transforms
 from selfsup.augment import batched as B
-from selfsup.augment.per_image import blur_kernel_size, view_specs
+from selfsup.augment.views import blur_kernel_size, view_specs
 from selfsup.config import AugmentConfig, ConfigError
 
 TOL = 1e-5
@@ -300,7 +300,7 @@ def test_application_rates_follow_per_view_probabilities() -> None:
 def test_small_crops_use_the_last_per_view_value() -> None:
     """Multi-crop: views past the tuple's length take its last value (AugmentConfig.for_view)."""
     aug = augmenter(num_views=2, small_crops=2, small_size=16, blur_prob=(1.0, 0.0))
-    specs = aug.views(32)
+    specs = aug.specs
     assert [s.size for s in specs] == [32, 32, 16, 16]
     p = aug.sample_params(500, 3, torch.Generator().manual_seed(6), (32, 32))
     assert not p.blur.any()
@@ -367,11 +367,10 @@ def test_multicrop_shapes_dtypes(channels: int) -> None:
         assert v.dtype == torch.float32 and v.device == x.device and torch.isfinite(v).all()
 
 
-def test_unresolved_config_is_resolved_from_the_batch() -> None:
-    aug = BatchedViewAugmenter(AugmentConfig(), 1, MEAN1, STD1)
-    assert aug.resolved(28).crop_scale == (0.2, 1.0) and aug.resolved(28).blur_prob == (0.0,)
-    views = aug(as_uint8(real_looking(4, 1, 28)), torch.Generator().manual_seed(0))
-    assert views[0].shape == (4, 1, 28, 28)
+def test_an_unresolved_config_is_refused() -> None:
+    """The image-size-dependent settings are filled in once, when a run is set up; nothing re-resolves them."""
+    with pytest.raises(ConfigError, match="unresolved"):
+        BatchedViewAugmenter(AugmentConfig(), 1, MEAN1, STD1)
 
 
 def test_bad_inputs_are_rejected() -> None:

@@ -11,7 +11,7 @@ import torch
 from selfsup.cli.main import main
 from selfsup.engine import autotune
 from selfsup.engine.autotune import Candidate, TrialResult
-from selfsup.engine.checkpoint import checkpoint_path, load_checkpoint
+from selfsup.run_folder import RunFolder
 from tests.conftest import needs_fashion_mnist
 
 FP32, BF16 = Candidate("fp32", False), Candidate("bf16", True)
@@ -91,7 +91,7 @@ def test_auto_is_settled_recorded_and_kept_on_resume_and_leaves_the_run_untouche
     assert main(["pretrain", *TINY, "--out", str(pinned), "--set", f"precision={config['precision']}",
                  "--set", f"channels_last={config['channels_last']}"]) == 0
     assert "runtime:" not in capsys.readouterr().out
-    a, b = load_checkpoint(checkpoint_path(auto)), load_checkpoint(checkpoint_path(pinned))
+    a, b = RunFolder(auto).read_checkpoint(), RunFolder(pinned).read_checkpoint()
     for key, tensor in a["method"].items():
         assert torch.equal(tensor, b["method"][key]), key
 
@@ -109,7 +109,7 @@ def test_a_precision_whose_loss_is_not_finite_is_never_chosen(tmp_path, monkeypa
         return loss * float("nan") if z1.dtype == torch.bfloat16 else loss
 
     monkeypatch.setattr(SimCLR, "contrastive_loss", broken_in_bf16)
-    monkeypatch.setattr("selfsup.engine.runtime.cpu_bf16_supported", lambda: True)  # a candidate on every CPU
+    monkeypatch.setattr("selfsup.runtime.cpu_bf16_supported", lambda: True)  # a candidate on every CPU
     run = tmp_path / "run"
     assert main(["pretrain", *TINY, "--out", str(run), "--set", "precision=auto", "--set", "channels_last=false",
                  "--set", "projector=none", "--max-steps", "3"]) == 0

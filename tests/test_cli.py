@@ -98,4 +98,4 @@ def test_help_documents_every_option(command, capsys):
 
 def test_eval_of_a_non_run_directory_is_explained(tmp_path, capsys):
     assert main(["eval", str(tmp_path)]) == 2
-    assert "not a selfsup run directory" in capsys.readouterr().err
+    assert "not a selfsup run folder" in capsys.readouterr().err

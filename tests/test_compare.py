@@ -16,9 +16,9 @@ from selfsup.compare.analysis import answer_projector, difference, noise_paragra
 from selfsup.compare.plan import ABLATIONS, SUPERVISED, expand_methods, plan_runs, sets_for, spec_config
 from selfsup.compare.results import Aggregate, RunResult
 from selfsup.config import ConfigError
-from selfsup.engine.checkpoint import checkpoint_path, load_checkpoint
 from selfsup.methods import METHODS, Method, register_method
 from selfsup.presets import method_names
+from selfsup.run_folder import RunFolder
 from tests.conftest import needs_fashion_mnist
 
 TINY = ["--backbone", "resnet10", "--batch-size", "16", "--epochs", "2", "--no-progress",
@@ -151,7 +151,7 @@ class Snapshot:
 
 
 def snapshot(run_dir) -> Snapshot:
-    return Snapshot(checkpoint_path(run_dir).stat().st_mtime_ns, (run_dir / "eval.json").stat().st_mtime_ns)
+    return Snapshot(RunFolder(run_dir).checkpoint_path.stat().st_mtime_ns, (run_dir / "eval.json").stat().st_mtime_ns)
 
 
 def table_rows(report: str) -> list[str]:
@@ -166,7 +166,7 @@ def test_compare_reports_resumes_and_skips(tmp_path, capsys):
     # 1. interrupted: both runs stop after 3 of 8 steps; they are evaluated and reported as stopped
     assert main([*common, "--no-supervised", "--max-steps", "3"]) == 0
     for name in ("simclr", "tico"):
-        state = load_checkpoint(checkpoint_path(out / name))
+        state = RunFolder(out / name).read_checkpoint()
         assert (state["step"], state["finished"]) == (3, False)
     assert "stopped at step 3" in (out / "report.md").read_text()
     capsys.readouterr()
@@ -177,14 +177,14 @@ def test_compare_reports_resumes_and_skips(tmp_path, capsys):
     assert "simclr: resuming from step 3" in log and "tico: resuming from step 3" in log
     assert "supervised: training supervised" in log
     for name in ("simclr", "tico", "supervised"):
-        state = load_checkpoint(checkpoint_path(out / name))
+        state = RunFolder(out / name).read_checkpoint()
         assert (state["step"], state["finished"]) == (8, True), name
         rows = [json.loads(line) for line in (out / name / "metrics.jsonl").read_text().splitlines()]
         assert [r["step"] for r in rows] == list(range(1, 9)), name
         evaluation = json.loads((out / name / "eval.json").read_text())
         assert {"knn_top1_h", "knn_top1_z", "linear_top1_h", "linear_top1_z"} <= evaluation.keys()
         assert evaluation["test_images"] == 100 and (out / name / "eval_embeddings.npz").is_file()
-    assert json.loads((out / "supervised" / "compare.json").read_text())["classifier_top1"] >= 0.0
+    assert json.loads((out / "supervised" / "eval.json").read_text())["classifier_top1"] >= 0.0
     report = (out / "report.md").read_text()
     assert table_rows(report) == ["simclr", "tico", "supervised", "random-init encoder (resnet10, seed 0)",
                                   "raw pixels (values in [0, 1])", "standardized pixels"]
@@ -220,7 +220,7 @@ def test_isolated_runs_report_a_failure_and_go_on(tmp_path, capsys):
     assert code == 1
     assert "1 run(s) failed: tico" in capsys.readouterr().err
     assert "fewer than one batch" in (out / "tico" / "error.txt").read_text()
-    assert load_checkpoint(checkpoint_path(out / "simclr"))["step"] == 2
+    assert RunFolder(out / "simclr").read_checkpoint()["step"] == 2
     summary = json.loads((out / "simclr" / "summary.json").read_text())
     assert summary["peak_rss_mib"] > 0
     report = (out / "report.md").read_text()

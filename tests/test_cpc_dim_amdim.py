@@ -330,7 +330,7 @@ def test_training_steps_reach_every_parameter_and_lower_the_loss(method, backbon
     for step in range(6):
         torch.manual_seed(step)
         out = model(batch, PROGRESS)
-        assert torch.isfinite(out.loss) and out.embedding.shape[0] == 8 and "z_std" in out.logs
+        assert torch.isfinite(out.loss) and out.embedding.shape[0] == 8
         optimizer.zero_grad()
         out.loss.backward()
         if step == 0:
@@ -439,7 +439,7 @@ TINY = {
 @pytest.mark.parametrize("method", ["cpc", "dim", "amdim"])
 def test_resume_equals_an_uninterrupted_run(tmp_path, method):
     from selfsup.cli.main import main
-    from selfsup.engine.checkpoint import checkpoint_path, load_checkpoint
+    from selfsup.run_folder import RunFolder
 
     common = ["--method", method, *TINY[method], "--batch-size", "8", "--epochs", "2", "--no-progress",
               "--set", "train_subset=32", "--set", "knn_every=0", "--set", "log_every=1"]
@@ -447,7 +447,7 @@ def test_resume_equals_an_uninterrupted_run(tmp_path, method):
     assert main(["pretrain", *common, "--out", str(straight)]) == 0
     assert main(["pretrain", *common, "--out", str(resumed), "--max-steps", "6"]) == 0
     assert main(["pretrain", "--out", str(resumed), "--resume", "--no-progress"]) == 0
-    a, b = load_checkpoint(checkpoint_path(straight)), load_checkpoint(checkpoint_path(resumed))
+    a, b = RunFolder(straight).read_checkpoint(), RunFolder(resumed).read_checkpoint()
     assert a["step"] == b["step"] == 8 and a["finished"] and b["finished"]
     for key, tensor in a["method"].items():
         assert torch.equal(tensor, b["method"][key]), key

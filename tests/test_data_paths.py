@@ -16,11 +16,13 @@ import torchvision.transforms.functional as TF
 from PIL import Image
 
 from selfsup.augment.batched import crop_boxes_from_uniforms
-from selfsup.augment.per_image import view_specs
+from selfsup.augment.views import view_specs
 from selfsup.config import AugmentConfig
 from selfsup.data import cache, load_dataset
 from selfsup.data.base import ImageDataset
-from selfsup.data.pipeline import BatchedPipeline, PerImagePipeline, build_pipeline, choose_data_path
+from selfsup.data.in_memory import BatchedPipeline
+from selfsup.data.per_image import PerImagePipeline
+from selfsup.data.pipeline import build_pipeline, choose_data_path
 from selfsup.data.streaming import StreamingPipeline, crop_views, draft_request
 
 CPU = torch.device("cpu")
@@ -136,17 +138,17 @@ def test_build_pipeline_picks_the_path(folder, tmp_path):
     memory = ImageDataset(name="m", channels=3, mean=[0.5] * 3, std=[0.25] * 3,
                           images=torch.zeros(16, 3, 16, 16, dtype=torch.uint8))
     kwargs = {"cache_dir": str(tmp_path / "cache"), "num_workers": 0}
-    assert isinstance(build_pipeline(memory, AUG, 8, CPU, **kwargs), BatchedPipeline)
-    cached = build_pipeline(folder, AUG, 8, CPU, memory_budget_mb=1, **kwargs)
+    assert isinstance(build_pipeline(memory, AUG, batch_size=8, device=CPU, **kwargs), BatchedPipeline)
+    cached = build_pipeline(folder, AUG, batch_size=8, device=CPU, memory_budget_mb=1, **kwargs)
     assert isinstance(cached, BatchedPipeline) and cached.dataset.in_memory
     assert cached.dataset.images.shape[-1] == 19
-    assert isinstance(build_pipeline(folder, AUG, 8, CPU, memory_budget_mb=0, **kwargs), StreamingPipeline)
-    assert isinstance(build_pipeline(folder, AUG, 8, CPU, "streaming", memory_budget_mb=1, **kwargs),
+    assert isinstance(build_pipeline(folder, AUG, batch_size=8, device=CPU, memory_budget_mb=0, **kwargs), StreamingPipeline)
+    assert isinstance(build_pipeline(folder, AUG, batch_size=8, device=CPU, data_path="streaming", memory_budget_mb=1, **kwargs),
                       StreamingPipeline)
-    assert isinstance(build_pipeline(folder, AUG, 8, CPU, "per-image", **kwargs), PerImagePipeline)
-    assert isinstance(build_pipeline(memory, AUG, 8, CPU, "per-image", **kwargs), PerImagePipeline)
+    assert isinstance(build_pipeline(folder, AUG, batch_size=8, device=CPU, data_path="per-image", **kwargs), PerImagePipeline)
+    assert isinstance(build_pipeline(memory, AUG, batch_size=8, device=CPU, data_path="per-image", **kwargs), PerImagePipeline)
     with pytest.raises(ValueError, match="memory budget"):
-        build_pipeline(folder, AUG, 8, CPU, "batched", memory_budget_mb=0, **kwargs)
+        build_pipeline(folder, AUG, batch_size=8, device=CPU, data_path="batched", memory_budget_mb=0, **kwargs)
     with pytest.raises(ValueError, match="streaming reads image files"):
         choose_data_path(memory, AUG, "streaming")
     with pytest.raises(ValueError, match="Valid: auto, batched, streaming, per-image"):
@@ -154,7 +156,7 @@ def test_build_pipeline_picks_the_path(folder, tmp_path):
 
 
 def test_cached_folder_trains_like_an_in_memory_dataset(folder, tmp_path):
-    pipeline = build_pipeline(folder, AUG, 8, CPU, memory_budget_mb=1, cache_dir=str(tmp_path / "c"))
+    pipeline = build_pipeline(folder, AUG, batch_size=8, device=CPU, memory_budget_mb=1, cache_dir=str(tmp_path / "c"))
     batch = next(pipeline.epoch(0))
     assert [tuple(v.shape) for v in batch.views] == [(8, 3, 16, 16)] * 2
     assert all(v.dtype == torch.float32 for v in batch.views) and len(pipeline) == len(folder) // 8
@@ -198,7 +200,7 @@ def test_draft_request_keeps_the_output_resolution():
 
 
 def test_streaming_is_deterministic_and_resumable(folder):
-    make = lambda workers: StreamingPipeline(folder, AUG, 4, CPU, seed=3, num_workers=workers)  # noqa: E731
+    make = lambda workers: StreamingPipeline(dataset=folder, augment=AUG, batch_size=4, device=CPU, seed=3, num_workers=workers)  # noqa: E731
     in_process = list(make(0).epoch(0))
     with_workers = list(make(1).epoch(0))
     assert len(in_process) == len(folder) // 4
@@ -219,7 +221,7 @@ def test_streaming_is_deterministic_and_resumable(folder):
 
 _CLI_PROBE = textwrap.dedent("""
     import json, sys
-    from selfsup.engine import runtime
+    from selfsup import runtime
     before = runtime.freed_memory_kept()
     from selfsup.cli.main import main
     code = main(sys.argv[1:])

@@ -14,10 +14,11 @@ import torch
 
 from selfsup.cli.main import main
 from selfsup.data import load_dataset
-from selfsup.engine.trainer import build_method, monitor_subset, seed_everything
 from selfsup.evaluation import knn_top1
-from selfsup.evaluation.evaluate import load_run_config
 from selfsup.evaluation.features import extract_features
+from selfsup.methods import build_method
+from selfsup.rng import seed_everything
+from selfsup.run_folder import RunFolder
 from tests.conftest import needs_fashion_mnist
 
 BANK, QUERIES = 5000, 2000
@@ -39,9 +40,9 @@ def test_short_pretraining_beats_random_init_by_more_than_the_noise(tmp_path):
     summary = json.loads((run / "summary.json").read_text())
     trained = summary["final_knn_top1"]
 
-    cfg = load_run_config(run)
-    bank = monitor_subset(load_dataset("fashion-mnist", "train"), BANK)
-    queries = monitor_subset(load_dataset("fashion-mnist", "test"), QUERIES)
+    cfg = RunFolder(run).read_config()
+    bank = load_dataset("fashion-mnist", "train").evenly_spaced(BANK)
+    queries = load_dataset("fashion-mnist", "test").evenly_spaced(QUERIES)
     random_init = [summary["initial_knn_top1"]]
     for seed in (1, 2):
         seed_everything(seed)

@@ -8,8 +8,9 @@ import os
 import pytest
 import torch
 
+from selfsup.checkpoint import atomic_save
 from selfsup.cli.main import main
-from selfsup.engine.checkpoint import atomic_save, checkpoint_path, load_checkpoint
+from selfsup.run_folder import RunFolder
 from tests.conftest import needs_fashion_mnist
 
 TINY = ["--backbone", "resnet10", "--batch-size", "16", "--epochs", "2", "--no-progress",
@@ -20,7 +21,7 @@ TINY = ["--backbone", "resnet10", "--batch-size", "16", "--epochs", "2", "--no-p
 
 
 def state(run_dir):
-    return load_checkpoint(checkpoint_path(run_dir))
+    return RunFolder(run_dir).read_checkpoint()
 
 
 @needs_fashion_mnist

@@ -20,12 +20,13 @@ import pytest
 import torch
 from PIL import Image
 
+from selfsup.checkpoint import atomic_save
 from selfsup.cli.main import main
 from selfsup.config import TrainConfig
-from selfsup.engine.checkpoint import atomic_save, checkpoint_path
-from selfsup.engine.trainer import build_method
+from selfsup.methods import build_method
 from selfsup.presets import resolve_config
 from selfsup.reuse import backbone_state_dict
+from selfsup.run_folder import RunFolder
 from tests.conftest import needs_fashion_mnist
 
 
@@ -48,7 +49,7 @@ def make_run(run_dir: Path, cfg: TrainConfig, channels: int, evaluation: dict | 
     (run_dir / "summary.json").write_text(json.dumps({"epochs": 1.0, "steps": 4}))
     if evaluation:
         (run_dir / "eval.json").write_text(json.dumps(evaluation))
-    atomic_save({"method": method.state_dict(), "step": 4, "finished": True}, checkpoint_path(run_dir))
+    atomic_save({"method": method.state_dict(), "step": 4, "finished": True}, RunFolder(run_dir).checkpoint_path)
     return method.eval()
 
 

@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from selfsup.compare.plan import plan_runs, spec_config
+from selfsup.compare.plan import SUPERVISED, plan_runs, spec_config
 from selfsup.compare.report import write_report
 from selfsup.compare.results import load_result
 
@@ -76,7 +76,8 @@ def report(tmp_path_factory) -> Path:
     plan = plan_runs(["simclr", "vicreg"], ["variance"], "cpu", {}, {}, [0])
     rng = np.random.default_rng(0)
     for i, spec in enumerate(plan.all_runs()):
-        fake_run(out / spec.name, spec_config(spec, "cpu", {}, {}, num_classes=10), rng, 0.8 + 0.01 * i)
+        classes = 10 if spec.method == SUPERVISED else None
+        fake_run(out / spec.name, spec_config(spec, "cpu", {}, {}, num_classes=classes), rng, 0.8 + 0.01 * i)
     results = [load_result(spec, out / spec.name) for spec in plan.all_runs()]
     opts = SimpleNamespace(dataset="fashion-mnist", preset="cpu", command="selfsup compare ...", isolate=True)
     write_report(plan, results, opts, out)

@@ -9,13 +9,8 @@ Two implementations of one recipe (:class:`selfsup.config.AugmentConfig`):
 """
 
 from selfsup.augment.batched import BatchedViewAugmenter, ViewParams
-from selfsup.augment.per_image import (
-    ViewSpec,
-    blur_kernel_size,
-    eval_transform,
-    per_image_view_transforms,
-    view_specs,
-)
+from selfsup.augment.per_image import eval_transform, per_image_view_transforms
+from selfsup.augment.views import ViewSpec, blur_kernel_size, view_specs
 
 __all__ = [
     "BatchedViewAugmenter",

@@ -42,14 +42,13 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from selfsup.augment.per_image import ViewSpec, blur_kernel_size, view_specs
+from selfsup.augment.views import ViewSpec, blur_kernel_size, require_resolved, view_specs
 from selfsup.config import AugmentConfig
 
 LUMA_WEIGHTS = (0.2989, 0.587, 0.114)
 """torchvision's ITU-R 601-2 luma weights (``rgb_to_grayscale`` on tensors)."""
 
 BRIGHTNESS, CONTRAST, SATURATION, HUE = range(4)
-JITTER_OPS = ("brightness", "contrast", "saturation", "hue")
 CROP_ATTEMPTS = 10
 """Candidate boxes per sample, as torchvision's ``RandomResizedCrop.get_params`` tries 10 times."""
 
@@ -439,10 +438,9 @@ def apply_to(x: Tensor, index: Tensor, fn: Callable[[Tensor, Tensor], Tensor]) -
 class BatchedViewAugmenter:
     """All views of a uint8 batch, augmented with per-sample parameters on the batch's device.
 
-    ``cfg`` should be resolved (``cfg.resolved(native_size)``); if it is not, its size-dependent defaults
-    are filled from the width of the batch. Views: ``num_views`` large then ``small_crops`` small ones
-    (SwAV multi-crop). ``shared_flip`` (AMDIM) gives all views of an image one flip decision, drawn
-    with view 0's ``flip_prob``.
+    ``cfg`` must be resolved (its image-size-dependent fields filled in, as a run's config is). Views:
+    ``num_views`` large then ``small_crops`` small ones (SwAV multi-crop). ``shared_flip`` (AMDIM) gives all
+    views of an image one flip decision, drawn with view 0's ``flip_prob``.
     """
 
     def __init__(self, cfg: AugmentConfig, channels: int, mean: Sequence[float], std: Sequence[float]) -> None:
@@ -450,22 +448,12 @@ class BatchedViewAugmenter:
             raise ValueError(f"images must have 1 or 3 channels, got {channels}")
         if len(mean) != channels or len(std) != channels:
             raise ValueError(f"mean/std need {channels} values, got {len(mean)} and {len(std)}")
-        self.cfg = cfg
+        self.cfg = require_resolved(cfg)
+        self.specs = view_specs(cfg)
         self.channels = channels
         self.mean = tuple(float(m) for m in mean)
         self.std = tuple(float(s) for s in std)
         self._stats: dict[torch.device, tuple[Tensor, Tensor]] = {}
-
-    # -- configuration
-
-    def resolved(self, native_size: int) -> AugmentConfig:
-        """The configuration with its ``None`` fields filled for images of ``native_size`` px."""
-        missing = self.cfg.image_size is None or self.cfg.crop_scale is None or self.cfg.blur_prob is None
-        return self.cfg.resolved(native_size) if missing else self.cfg
-
-    def views(self, native_size: int) -> list[ViewSpec]:
-        """The view specs (index, size, crop scale) for images of ``native_size`` px."""
-        return view_specs(self.resolved(native_size))
 
     # -- sampling
 
@@ -475,10 +463,8 @@ class BatchedViewAugmenter:
         then moved to ``device``. ``flip`` overrides the drawn flips (for ``shared_flip``); the draws
         are the same either way, so the generator advances identically."""
         hw = (int(image_hw[0]), int(image_hw[1]))
-        cfg = self.resolved(hw[1])
-        spec = view_specs(cfg)[view]
         u = torch.rand(batch_size, _DRAWS, generator=generator, dtype=torch.float64)
-        params = params_from_uniforms(u, cfg, spec, hw, flip)
+        params = params_from_uniforms(u, self.cfg, self.specs[view], hw, flip)
         params.selected()  # index sets computed on the CPU: no device sync later
         return params if torch.device(device).type == "cpu" else params.to(device)
 
@@ -488,11 +474,10 @@ class BatchedViewAugmenter:
         """Augment ``images`` (uint8 or [0, 1] float ``(B, C, H, W)``) with ``params`` into a normalised
         float32 ``(B, C, size, size)`` view: the geometry stage (:func:`resized_crop_flip`), then
         :meth:`colour`. Deterministic given ``params``."""
-        cfg = self.resolved(int(images.shape[-1]))
         if params.top.device != images.device:
             params = params.to(images.device)
         x = resized_crop_flip(images, params.top, params.left, params.height, params.width, params.flip, size)
-        return self._colour(x, params, cfg)
+        return self._colour(x, params)
 
     def colour(self, x: Tensor, params: ViewParams) -> Tensor:
         """The colour stage alone, for views whose crop and flip were already applied (e.g. by DataLoader
@@ -502,9 +487,10 @@ class BatchedViewAugmenter:
         x = x.to(torch.float32).mul_(1.0 / 255.0) if x.dtype == torch.uint8 else x
         if params.top.device != x.device:
             params = params.to(x.device)
-        return self._colour(x, params, self.resolved(int(x.shape[-1])))
+        return self._colour(x, params)
 
-    def _colour(self, x: Tensor, params: ViewParams, cfg: AugmentConfig) -> Tensor:
+    def _colour(self, x: Tensor, params: ViewParams) -> Tensor:
+        cfg = self.cfg
         selection = params.selected()
         size = int(x.shape[-1])
         x = self._jitter(x, params, selection, cfg)
@@ -552,12 +538,11 @@ class BatchedViewAugmenter:
         if images.ndim != 4 or images.shape[1] != self.channels:
             raise ValueError(f"expected (B, {self.channels}, H, W) images, got shape {tuple(images.shape)}")
         b, _, h, w = images.shape
-        specs = self.views(w)
         shared = None
-        if self.resolved(w).shared_flip:
-            shared = torch.rand(b, generator=generator) < self.resolved(w).for_view(0, "flip_prob")
+        if self.cfg.shared_flip:
+            shared = torch.rand(b, generator=generator) < self.cfg.for_view(0, "flip_prob")
         views = []
-        for spec in specs:
+        for spec in self.specs:
             params = self.sample_params(b, spec.index, generator, (h, w), device=images.device, flip=shared)
             views.append(self.apply(images, params, spec.size))
         return views

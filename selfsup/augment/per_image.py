@@ -6,9 +6,8 @@ order of SimCLR Appendix A (and BYOL Table 6)::
     RandomResizedCrop -> RandomHorizontalFlip -> RandomApply(ColorJitter) -> RandomGrayscale
     -> RandomApply(GaussianBlur) -> RandomSolarize -> ToTensor -> Normalize
 
-The helpers at the top (:func:`view_specs`, :func:`blur_kernel_size`, :func:`require_resolved`) encode
-the recipe and are shared with the batched path (:mod:`selfsup.augment.batched`), so both paths read the
-configuration the same way.
+The views of the recipe (:mod:`selfsup.augment.views`) are shared with the batched and streaming paths,
+so every path reads the configuration the same way.
 
 Differences from the batched path, all inherent to torchvision's PIL backend:
 
@@ -23,58 +22,16 @@ Differences from the batched path, all inherent to torchvision's PIL backend:
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 
 import torch
 import torchvision.transforms as T
 from PIL import Image
 
-from selfsup.config import AugmentConfig, ConfigError
+from selfsup.augment.views import ViewSpec, blur_kernel_size, require_resolved, view_specs
+from selfsup.config import AugmentConfig
 
 EVAL_CROP_FRACTION = 0.875
 """ImageNet's evaluation convention: short side to ``size / 0.875`` (256 for 224), then crop ``size``."""
-
-
-@dataclass(frozen=True)
-class ViewSpec:
-    """One view of the multi-crop recipe: its index (for the per-view probabilities), size and crop scale."""
-
-    index: int
-    size: int
-    scale: tuple[float, float]
-    small: bool
-
-
-def require_resolved(cfg: AugmentConfig) -> AugmentConfig:
-    """Return ``cfg`` if every size-dependent field is filled, else raise :class:`ConfigError`."""
-    missing = [name for name in ("image_size", "crop_scale", "blur_prob") if getattr(cfg, name) is None]
-    if missing:
-        raise ConfigError(f"AugmentConfig fields {missing} are unresolved; pass cfg.resolved(native_size)")
-    return cfg
-
-
-def view_specs(cfg: AugmentConfig) -> list[ViewSpec]:
-    """The views of one image: ``num_views`` large views, then ``small_crops`` small ones (SwAV multi-crop).
-
-    Large views have size ``image_size`` and crop scale ``large_crop_scale or crop_scale``; small views
-    have ``small_size`` and ``small_crop_scale``. ``cfg`` must be resolved.
-    """
-    require_resolved(cfg)
-    large_scale = tuple(cfg.large_crop_scale or cfg.crop_scale)  # type: ignore[arg-type]
-    specs = [ViewSpec(i, int(cfg.image_size), large_scale, False)  # type: ignore[arg-type]
-             for i in range(cfg.num_views)]
-    specs += [ViewSpec(cfg.num_views + j, int(cfg.small_size), tuple(cfg.small_crop_scale), True)
-              for j in range(cfg.small_crops)]
-    return specs
-
-
-def blur_kernel_size(size: int, fraction: float) -> int:
-    """Gaussian-blur kernel side: the odd integer nearest ``fraction * size``, at least 3.
-
-    SimCLR Appendix A uses 10% of the image side (23 px for 224 px images, as in BYOL and solo-learn).
-    """
-    k = max(3, int(round(fraction * size)))
-    return k if k % 2 else k + 1
 
 
 class _ToMode:
@@ -132,7 +89,7 @@ def per_image_view_transforms(cfg: AugmentConfig, channels: int, mean: Sequence[
                               std: Sequence[float]) -> list[Callable[[Image.Image], torch.Tensor]]:
     """One transform per view (large views, then small crops): PIL image -> float32 ``(C, S, S)`` tensor.
 
-    ``cfg`` must be resolved (``cfg.resolved(native_size)``), so that the small-image defaults of
+    ``cfg`` must be resolved (as a run's config is), so that the small-image defaults of
     :meth:`AugmentConfig.resolved` (crop scale (0.2, 1), no blur at 28-32 px) are the ones applied.
     Randomness comes from torch's global generator, as with any torchvision transform. ``shared_flip``
     is ignored here (each view flips independently); the batched path honours it.

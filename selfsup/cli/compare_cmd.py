@@ -9,9 +9,9 @@ from pathlib import Path
 
 from selfsup.config import ConfigError, parse_assignment
 from selfsup.data import DATASETS
-from selfsup.engine.runtime import DEVICES
 from selfsup.models import BACKBONES, STEMS
 from selfsup.presets import PRESETS
+from selfsup.runtime import DEVICES
 
 EPILOG = """\
 examples:

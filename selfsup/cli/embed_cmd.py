@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from selfsup.engine.runtime import DEVICES
+from selfsup.runtime import DEVICES
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:

@@ -5,8 +5,8 @@ from __future__ import annotations
 import argparse
 import json
 
-from selfsup.engine.runtime import DEVICES
 from selfsup.evaluation.evaluate import PROTOCOLS
+from selfsup.runtime import DEVICES
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:

@@ -3,16 +3,15 @@
 from __future__ import annotations
 
 import argparse
-import json
 import time
 from pathlib import Path
 
 from selfsup.config import ConfigError, TrainConfig, parse_assignment
 from selfsup.data import DATASETS
-from selfsup.engine.checkpoint import checkpoint_path
-from selfsup.engine.runtime import DEVICES
 from selfsup.models import BACKBONES, STEMS
 from selfsup.presets import PRESETS, method_names, resolve_config
+from selfsup.run_folder import RunFolder, json_text
+from selfsup.runtime import DEVICES
 
 DEFAULT_METHOD = "simclr"
 
@@ -39,8 +38,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         description="Pretrain a backbone with a self-supervised method. Writes config.json, metrics.jsonl, "
                     "TensorBoard logs, summary.json and checkpoints/last.pt to --out.",
         epilog=HELP_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--method", default=DEFAULT_METHOD, choices=method_names(), metavar="M",
-                        help=f"self-supervised method: {', '.join(method_names())} (default: {DEFAULT_METHOD})")
+    parser.add_argument("--method", default=DEFAULT_METHOD, choices=method_names(include_unlisted=True), metavar="M",
+                        help=f"self-supervised method: {', '.join(method_names())} (default: {DEFAULT_METHOD}); "
+                             "`supervised` trains the same backbone with labels, the baseline of `selfsup compare`")
     parser.add_argument("--dataset", default=None, choices=DATASETS.names(), metavar="D",
                         help=f"dataset: {', '.join(DATASETS.names())} (default: fashion-mnist)")
     parser.add_argument("--data-dir", default=None, help="where the dataset is (or is downloaded to)")
@@ -65,6 +65,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
                         help="override any preset field; repeatable (see below)")
     parser.add_argument("--eval", action="store_true", help="evaluate (kNN and linear) when training ends")
+    parser.add_argument("--print-config", action="store_true",
+                        help="print the fully resolved config as JSON (what config.json will hold; precision and "
+                             "channels_last show `auto` where the run will settle them by measurement) and exit "
+                             "without training")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.set_defaults(run=run)
 
@@ -82,10 +86,10 @@ def resolve_run(args: argparse.Namespace) -> tuple[TrainConfig, Path]:
         if not args.out:
             raise ConfigError("--resume needs --out RUN_DIR (the run to continue)")
         run_dir = Path(args.out)
-        saved = run_dir / "config.json"
-        if not checkpoint_path(run_dir).exists() or not saved.exists():
+        folder = RunFolder(run_dir)
+        if not folder.has_checkpoint() or not folder.is_run():
             raise ConfigError(f"nothing to resume in {run_dir}: no checkpoint there yet")
-        cfg = TrainConfig.from_dict(json.loads(saved.read_text()))
+        cfg = folder.read_config()
         changed = {k: v for k, v in _flags(args).items()
                    if v is not None and k not in ("max_steps", "device") and getattr(cfg, k) != v}
         if changed or sets:
@@ -98,7 +102,7 @@ def resolve_run(args: argparse.Namespace) -> tuple[TrainConfig, Path]:
         cfg = resolve_config(args.method, args.preset, _flags(args), sets)
         default_name = f"{cfg.method}-{cfg.dataset}-{time.strftime('%Y%m%d-%H%M%S')}"
         run_dir = Path(args.out) if args.out else Path("runs") / default_name
-        if checkpoint_path(run_dir).exists():
+        if RunFolder(run_dir).has_checkpoint():
             raise ConfigError(f"{run_dir} already holds a run. Continue it with --resume, or choose another "
                               "--out; nothing was overwritten.")
     cfg.out = str(run_dir)
@@ -111,6 +115,9 @@ def run(args: argparse.Namespace) -> int:
     from selfsup.engine.trainer import Trainer
 
     cfg, run_dir = resolve_run(args)
+    if args.print_config:
+        print(json_text(cfg.to_dict()), end="")
+        return 0
     if dist.is_main_process():
         print(f"selfsup: {cfg.method} on {cfg.dataset} ({cfg.preset} preset, {cfg.backbone}/{cfg.stem}, "
               f"batch {cfg.batch_size}, {cfg.optimizer} lr {cfg.lr:.4g}, {cfg.epochs} epochs) -> {run_dir}",

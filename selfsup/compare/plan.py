@@ -32,6 +32,8 @@ from selfsup.config import ConfigError, TrainConfig, apply_overrides, field_type
 from selfsup.presets import method_names, resolve_config, split_variant
 
 SUPERVISED = "supervised"
+"""The baseline every comparison adds: :class:`selfsup.methods.supervised.Supervised`, a registered method that
+``selfsup methods`` does not list."""
 
 
 @dataclass(frozen=True)
@@ -150,18 +152,11 @@ def _is_run_key(key: str) -> bool:
 
 
 def _method_fields(method: str) -> set[str]:
-    if method == SUPERVISED:
-        from selfsup.compare.supervised import SupervisedBaseline
-
-        return {f.name for f in dataclasses.fields(SupervisedBaseline.Args)}
     return {f.name for f in dataclasses.fields(split_variant(method)[0].Args)}
 
 
 def _scope_matches(scope: str, method: str) -> bool:
-    if method == SUPERVISED:
-        return scope == SUPERVISED
-    cls, _ = split_variant(method)
-    return scope in (method, cls.name)
+    return scope in (method, split_variant(method)[0].name)
 
 
 def sets_for(method: str, sets: dict[str, Any]) -> dict[str, Any]:
@@ -262,8 +257,6 @@ def spec_config(spec: RunSpec, preset: str, flags: dict[str, Any], sets: dict[st
                 num_classes: int | None = None) -> TrainConfig:
     """The full config of ``spec``: the method at ``preset``, the flags, its ``--set`` keys, its overrides."""
     own = {**sets_for(spec.method, sets), **dict(spec.overrides), "seed": spec.seed}
-    if spec.method == SUPERVISED:
-        from selfsup.compare.supervised import supervised_config
-
-        return supervised_config(preset, num_classes or 10, flags, own)
+    if num_classes is not None:
+        own["num_classes"] = num_classes
     return resolve_config(spec.method, preset, flags, own)

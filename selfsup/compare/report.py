@@ -22,11 +22,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from selfsup.checkpoint import atomic_write_text
 from selfsup.compare import analysis, plots
-from selfsup.compare.plan import ABLATIONS, SUPERVISED, Plan, format_value
+from selfsup.compare.plan import ABLATIONS, Plan, format_value
 from selfsup.compare.results import Aggregate, RunResult, aggregate
 from selfsup.config import TrainConfig
-from selfsup.engine.checkpoint import atomic_write_text
 from selfsup.presets import OPTIMIZER_NAMES, schedule_text, split_variant
 
 COLUMNS = ("run", "latent dim", "batch", "optimizer", "LR", "WD", "schedule", "epochs",
@@ -76,12 +76,10 @@ def _duration(seconds: float | None) -> str:
 
 
 def latent_dim(cfg: TrainConfig) -> int | str:
-    if cfg.method == SUPERVISED:
-        return int(cfg.method_args.get("num_classes", 0))
     try:
         cls, _ = split_variant(cfg.method)
         return cls.latent_dim(cls.make_args(cfg.method_args))
-    except Exception:  # noqa: BLE001 - a method removed since the run: show what we can
+    except Exception:  # a method removed since the run: show what we can
         return "?"
 
 

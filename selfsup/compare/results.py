@@ -1,14 +1,12 @@
-"""Read back what a run folder holds, for the report: config, summary, evaluation, curves, embeddings.
+"""What the report needs from each run folder (read through :class:`selfsup.run_folder.RunFolder`), and the
+aggregation of runs that differ only by seed.
 
-A run folder of ``selfsup compare`` has the engine's files (``config.json``, ``summary.json``,
-``metrics.jsonl``, ``checkpoints/last.pt``), the evaluation's (``eval.json``, ``eval_embeddings.npz``)
-and ``compare.json`` (the run's status in the comparison, the evaluation subset, and for the
-supervised baseline the test top-1 of its own classifier).
+Besides the engine's and the evaluation's files, a run of ``selfsup compare`` has ``compare.json``: its status
+in the comparison and the evaluation subset.
 """
 
 from __future__ import annotations
 
-import json
 import math
 import statistics
 from collections.abc import Sequence
@@ -20,29 +18,7 @@ import numpy as np
 
 from selfsup.compare.plan import RunSpec
 from selfsup.config import TrainConfig
-from selfsup.evaluation.evaluate import EMBEDDINGS_FILE
-
-STATUS_FILE = "compare.json"
-
-
-def read_json(path: Path) -> dict[str, Any]:
-    try:
-        return json.loads(path.read_text())
-    except (FileNotFoundError, json.JSONDecodeError):
-        return {}
-
-
-def read_metrics(path: Path) -> list[dict[str, Any]]:
-    if not path.is_file():
-        return []
-    rows = []
-    for line in path.read_text().splitlines():
-        if line.strip():
-            try:
-                rows.append(json.loads(line))
-            except json.JSONDecodeError:
-                continue
-    return rows
+from selfsup.run_folder import EMBEDDINGS, STATUS, RunFolder
 
 
 @dataclass
@@ -82,15 +58,15 @@ class RunResult:
 
 
 def load_result(spec: RunSpec, run_dir: Path) -> RunResult:
+    folder = RunFolder(run_dir)
     result = RunResult(spec, run_dir)
-    config = read_json(run_dir / "config.json")
-    if config:
-        result.config = TrainConfig.from_dict(config)
-    result.summary = read_json(run_dir / "summary.json")
-    result.evaluation = read_json(run_dir / "eval.json")
-    result.status = read_json(run_dir / STATUS_FILE)
-    result.metrics = read_metrics(run_dir / "metrics.jsonl")
-    path = run_dir / EMBEDDINGS_FILE
+    if folder.is_run():
+        result.config = folder.read_config()
+    result.summary = folder.read_summary()
+    result.evaluation = folder.read_evaluation()
+    result.status = folder.read_json(STATUS)
+    result.metrics = folder.read_metrics()
+    path = folder.file(EMBEDDINGS)
     if path.is_file():
         with np.load(path, allow_pickle=False) as data:
             result.embeddings = {k: data[k] for k in data.files}

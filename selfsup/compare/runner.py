@@ -28,15 +28,12 @@ from pathlib import Path
 from typing import Any
 
 from selfsup.compare.plan import SUPERVISED, Plan, RunSpec, plan_runs, spec_config
-from selfsup.compare.results import STATUS_FILE, RunResult, load_result, read_json
+from selfsup.compare.results import RunResult, load_result
 from selfsup.config import RUNTIME_SETTINGS, ConfigError, TrainConfig
-from selfsup.engine.checkpoint import atomic_write_text, checkpoint_path, load_checkpoint
-from selfsup.evaluation.evaluate import EMBEDDINGS_FILE
+from selfsup.run_folder import EMBEDDINGS, ERROR, EVALUATION, STATUS, RunFolder
 
 IGNORED_CONFIG_KEYS = ("out", "progress", "max_steps", "device", "num_workers", "data_dir")
 """Config keys that may differ when a run is resumed or skipped (they do not change the result)."""
-
-ERROR_FILE = "error.txt"
 
 
 @dataclass
@@ -99,13 +96,7 @@ def _norm(value: Any) -> Any:
 def _train_in_this_process(cfg_dict: dict[str, Any], run_dir: str, resume: bool) -> None:
     from selfsup.engine.trainer import Trainer
 
-    cfg = TrainConfig.from_dict(cfg_dict)
-    if cfg.method == SUPERVISED:
-        from selfsup.compare.supervised import SupervisedTrainer
-
-        SupervisedTrainer(cfg, run_dir, resume=resume).fit()
-    else:
-        Trainer(cfg, run_dir, resume=resume).fit()
+    Trainer(TrainConfig.from_dict(cfg_dict), run_dir, resume=resume).fit()
 
 
 def _child(cfg_dict: dict[str, Any], run_dir: str, resume: bool) -> None:
@@ -114,21 +105,21 @@ def _child(cfg_dict: dict[str, Any], run_dir: str, resume: bool) -> None:
         _train_in_this_process(cfg_dict, run_dir, resume)
     except KeyboardInterrupt:
         sys.exit(130)
-    except BaseException as err:  # noqa: BLE001 - reported by the parent
+    except BaseException as err:  # reported by the parent
         Path(run_dir).mkdir(parents=True, exist_ok=True)
-        (Path(run_dir) / ERROR_FILE).write_text(f"{type(err).__name__}: {err}\n\n{traceback.format_exc()}")
+        RunFolder(run_dir).file(ERROR).write_text(f"{type(err).__name__}: {err}\n\n{traceback.format_exc()}")
         sys.exit(1)
 
 
 def train(cfg: TrainConfig, run_dir: Path, resume: bool, isolate: bool) -> str | None:
     """Train (or resume) one run; returns None on success, else the error message."""
-    (run_dir / ERROR_FILE).unlink(missing_ok=True)
+    RunFolder(run_dir).file(ERROR).unlink(missing_ok=True)
     if not isolate:
         try:
             _train_in_this_process(cfg.to_dict(), str(run_dir), resume)
         except (KeyboardInterrupt, SystemExit):
             raise
-        except Exception as err:  # noqa: BLE001 - one failed run must not stop the comparison
+        except Exception as err:  # one failed run must not stop the comparison
             return f"{type(err).__name__}: {err}"
         return None
     process = multiprocessing.get_context("spawn").Process(target=_child, args=(cfg.to_dict(), str(run_dir), resume))
@@ -142,17 +133,17 @@ def train(cfg: TrainConfig, run_dir: Path, resume: bool, isolate: bool) -> str |
         return None
     if process.exitcode == 130:
         raise KeyboardInterrupt
-    error = run_dir / ERROR_FILE
+    error = RunFolder(run_dir).file(ERROR)
     return error.read_text().split("\n\n")[0] if error.is_file() else f"the training process exited with " \
                                                                        f"code {process.exitcode}"
 
 
 def checkpoint_state(run_dir: Path) -> tuple[int, bool] | None:
     """(step, finished) of the run's checkpoint, or None if there is none."""
-    path = checkpoint_path(run_dir)
-    if not path.is_file():
+    folder = RunFolder(run_dir)
+    if not folder.has_checkpoint():
         return None
-    state = load_checkpoint(path)
+    state = folder.read_checkpoint()
     return int(state["step"]), bool(state.get("finished"))
 
 
@@ -160,8 +151,7 @@ def train_if_needed(spec: RunSpec, cfg: TrainConfig, run_dir: Path, isolate: boo
     """Train, resume or skip ``spec``; returns its status (``state``, ``action``, ``step``)."""
     existing = checkpoint_state(run_dir)
     if existing is not None:
-        saved = json.loads((run_dir / "config.json").read_text())
-        diffs = config_differences(TrainConfig.from_dict(saved), cfg)
+        diffs = config_differences(RunFolder(run_dir).read_config(), cfg)
         if diffs:
             raise ConfigError(f"{run_dir} holds a run of {spec.label} with other settings ({', '.join(diffs)}); "
                               "nothing was overwritten. Choose another --out, or delete that folder to retrain.")
@@ -196,8 +186,9 @@ def baseline_signature(cfg: TrainConfig) -> tuple[Any, ...]:
 
 
 def eval_is_current(run_dir: Path, status: dict[str, Any], opts: CompareOptions) -> bool:
-    evaluation, ckpt = run_dir / "eval.json", checkpoint_path(run_dir)
-    if not (evaluation.is_file() and ckpt.is_file() and (run_dir / EMBEDDINGS_FILE).is_file()):
+    folder = RunFolder(run_dir)
+    evaluation, ckpt = folder.file(EVALUATION), folder.checkpoint_path
+    if not (evaluation.is_file() and ckpt.is_file() and folder.file(EMBEDDINGS).is_file()):
         return False
     same_subset = status.get("eval_subset") == [opts.eval_train, opts.eval_test]
     return same_subset and evaluation.stat().st_mtime >= ckpt.stat().st_mtime
@@ -207,22 +198,12 @@ def evaluate(spec: RunSpec, run_dir: Path, opts: CompareOptions, baselines: bool
     """Run the evaluation of one run; returns the extra fields for ``compare.json``."""
     from selfsup.evaluation.evaluate import evaluate_run
 
-    build = None
-    if spec.method == SUPERVISED:
-        from selfsup.compare.supervised import build_supervised
-
-        build = build_supervised
     started = time.perf_counter()
     log(f"{spec.name}: evaluating (kNN and linear probe on h and z{', baselines' if baselines else ''})")
-    evaluate_run(run_dir, "all", opts.device, baselines=baselines, progress=opts.progress, build=build,
+    evaluate_run(run_dir, "all", opts.device, baselines=baselines, progress=opts.progress,
                  max_train=opts.eval_train, max_test=opts.eval_test, save_embeddings=True)
-    extra: dict[str, Any] = {"eval_subset": [opts.eval_train, opts.eval_test]}
-    if spec.method == SUPERVISED:
-        from selfsup.compare.supervised import classifier_top1
-
-        extra["classifier_top1"] = classifier_top1(run_dir, opts.device, opts.eval_test)
     log(f"{spec.name}: evaluated in {time.perf_counter() - started:.0f} s")
-    return extra
+    return {"eval_subset": [opts.eval_train, opts.eval_test]}
 
 
 # ----------------------------------------------------------------------------- the comparison
@@ -266,16 +247,16 @@ def run_compare(opts: CompareOptions, plan: Plan | None = None,
                              opts.supervised, opts.ablation_seeds)
     configs = build_configs(plan, opts)
     opts.out.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(json.dumps({"command": opts.command, "runs": list(configs), "time": time.ctime()}, indent=2)
-                      + "\n", opts.out / "compare.json")
+    RunFolder(opts.out).write_json(STATUS, {"command": opts.command, "runs": list(configs), "time": time.ctime()})
     with_baselines: set[tuple[Any, ...]] = set()
     for spec in plan.all_runs():
         run_dir, cfg = opts.out / spec.name, configs[spec.name]
-        status = read_json(run_dir / STATUS_FILE)
+        folder = RunFolder(run_dir)
+        status = folder.read_json(STATUS)
         if opts.train:
             status.update(train_if_needed(spec, cfg, run_dir, opts.isolate))
         signature = baseline_signature(cfg)
-        has_baselines = "raw_pixels_knn_top1" in read_json(run_dir / "eval.json")
+        has_baselines = "raw_pixels_knn_top1" in folder.read_evaluation()
         trained = checkpoint_state(run_dir) is not None
         if opts.train and trained and not status.get("state", "").startswith("failed") \
                 and not eval_is_current(run_dir, status, opts):
@@ -285,13 +266,13 @@ def run_compare(opts: CompareOptions, plan: Plan | None = None,
                 has_baselines = has_baselines or signature not in with_baselines
             except (KeyboardInterrupt, SystemExit):
                 raise
-            except Exception as err:  # noqa: BLE001 - reported; the other runs go on
+            except Exception as err:  # reported; the other runs go on
                 status["eval_error"] = f"{type(err).__name__}: {err}"
                 log(f"{spec.name}: evaluation FAILED: {status['eval_error']}")
         if has_baselines:
             with_baselines.add(signature)
         if trained or status:
-            atomic_write_text(json.dumps(status, indent=2) + "\n", run_dir / STATUS_FILE)
+            folder.write_json(STATUS, status)
         if on_run is not None:
             on_run(spec, status)
     results = [load_result(spec, opts.out / spec.name) for spec in plan.all_runs()]

@@ -71,6 +71,15 @@ class ImageDataset:
         with Image.open(self.files[index]) as img:  # type: ignore[index]
             return img.convert("L" if self.channels == 1 else "RGB")
 
+    def evenly_spaced(self, size: int) -> ImageDataset:
+        """An evenly spaced, deterministic subset of ``size`` images (the whole set if it is not larger).
+
+        Used for ``train_subset`` (quick experiments), the kNN monitor's bank and queries, and evaluation on
+        a subset."""
+        if len(self) <= size:
+            return self
+        return self.subset(torch.linspace(0, len(self) - 1, size).long())
+
     def subset(self, indices: torch.Tensor | np.ndarray | Sequence[int]) -> ImageDataset:
         """A new dataset with only ``indices`` (shares nothing mutable with this one)."""
         idx = torch.as_tensor(np.asarray(indices), dtype=torch.long)
@@ -86,10 +95,3 @@ class ImageDataset:
             native_size=self.native_size,
         )
 
-
-def channel_stats(images: torch.Tensor, max_images: int = 10000) -> tuple[list[float], list[float]]:
-    """Per-channel mean and std of uint8 images in [0, 1] units (from a deterministic subset)."""
-    sample = images[:: max(1, len(images) // max_images)].float().div_(255)
-    mean = sample.mean(dim=(0, 2, 3))
-    std = sample.std(dim=(0, 2, 3))
-    return [round(float(m), 4) for m in mean], [round(float(s), 4) for s in std]

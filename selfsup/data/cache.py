@@ -3,7 +3,7 @@
 A folder of JPEGs is slow to train from: every epoch decodes every file again. When the decoded
 images fit the memory budget (``memory_budget_mb``), :func:`load_or_build` decodes each image once,
 stores the result as one ``.npy`` file, and returns an in-memory :class:`ImageDataset` that feeds the
-batched augmentation path (:class:`selfsup.data.pipeline.BatchedPipeline`) like CIFAR does.
+batched augmentation path (:class:`selfsup.data.in_memory.BatchedPipeline`) like CIFAR does.
 
 **The stored size.** Each image is resized (PIL bilinear, antialiased) so that its shorter side is
 ``stored_size(image_size) = ceil(image_size / 0.875)`` (256 px for 224 px views, 110 for 96, 37 for 32)

@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from selfsup.config import TrainConfig
 from selfsup.data.base import DatasetNotFoundError, ImageDataset
 from selfsup.registry import Registry
 
@@ -26,6 +27,9 @@ SPLITS = ("pretrain", "train", "test")
 
 DatasetLoader = Callable[[str, "str | None"], ImageDataset]
 DATASETS: Registry[DatasetLoader] = Registry("dataset")
+NativeSize = Callable[["str | None"], int]
+NATIVE_SIZES: Registry[NativeSize] = Registry("dataset")
+"""The side of a dataset's images, known without loading it (image folders look at one file)."""
 
 FASHION_MNIST_SYSTEM_DIR = "/usr/share/datasets/fashion-mnist"
 FASHION_MNIST_CLASSES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
@@ -51,6 +55,27 @@ def load_dataset(name: str, split: str, data_dir: str | None = None) -> ImageDat
     """Load dataset ``name`` (see :data:`DATASETS`) for ``split``."""
     check_split(split)
     return DATASETS.get(name)(split, data_dir)
+
+
+def native_size(name: str, data_dir: str | None = None) -> int:
+    """The side, in pixels, of dataset ``name``'s images (``ImageDataset.native_size``) without loading it."""
+    return NATIVE_SIZES.get(name)(data_dir)
+
+
+def resolve_augment(cfg: TrainConfig) -> None:
+    """Fill in the augmentation settings that depend on the image size (``image_size``, ``crop_scale``,
+    ``blur_prob``: :meth:`~selfsup.config.AugmentConfig.resolved`) from the run's dataset, in place. Done
+    once, when a run's config is resolved; ``config.json`` records the filled-in values."""
+    if cfg.augment.image_size is None or cfg.augment.crop_scale is None or cfg.augment.blur_prob is None:
+        cfg.augment = cfg.augment.resolved(native_size(cfg.dataset, cfg.data_dir))
+
+
+def _fixed_size(size: int) -> NativeSize:
+    return lambda data_dir: size
+
+
+for _name, _size in (("fashion-mnist", 28), ("cifar10", 32), ("cifar100", 32), ("stl10", 96)):
+    NATIVE_SIZES.register(_name)(_fixed_size(_size))
 
 
 # ----------------------------------------------------------------------------- IDX (Fashion-MNIST)
@@ -130,7 +155,7 @@ def fashion_mnist(split: str, data_dir: str | None = None) -> ImageDataset:
         try:
             _download_fashion_mnist(root)
             pair = _find_idx_pair(root, part)
-        except Exception as err:  # noqa: BLE001 - any network/IO failure ends in the same advice
+        except Exception as err:  # any network/IO failure ends in the same advice
             download_error = f" (the download failed: {type(err).__name__}: {err})"
     if pair is None:
         looked = ", ".join(str(p) for p in _fashion_mnist_dirs(data_dir))
@@ -165,7 +190,7 @@ def _torchvision_set(factory: Callable[..., object], name: str, data_dir: str | 
         socket.setdefaulttimeout(20)
         try:
             return factory(str(root), download=True, **kwargs)
-        except Exception as err:  # noqa: BLE001
+        except Exception as err:
             raise DatasetNotFoundError(_missing_message(name, root, f"{type(err).__name__}: {err}")) from err
         finally:
             socket.setdefaulttimeout(previous)

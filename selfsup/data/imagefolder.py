@@ -19,7 +19,7 @@ import torch
 from PIL import Image
 
 from selfsup.data.base import DatasetNotFoundError, ImageDataset
-from selfsup.data.datasets import DATASETS, check_split
+from selfsup.data.datasets import DATASETS, NATIVE_SIZES, check_split
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm"}
 TRAIN_NAMES = ("train",)
@@ -83,10 +83,7 @@ def scan_image_folder(root: Path, split: str) -> tuple[list[Path], list[int] | N
     return list_images(root), None, []
 
 
-@DATASETS.register("imagefolder")
-def image_folder(split: str, data_dir: str | None = None) -> ImageDataset:
-    """A folder of images (see the module docstring for the layouts)."""
-    check_split(split)
+def _files(split: str, data_dir: str | None) -> tuple[Path, list[Path], list[int] | None, list[str]]:
     if not data_dir:
         raise DatasetNotFoundError("the imagefolder dataset needs --data-dir pointing at your images, "
                                    "e.g. --data-dir ~/photos (class sub-folders give labels for evaluation)")
@@ -95,9 +92,29 @@ def image_folder(split: str, data_dir: str | None = None) -> ImageDataset:
     if not files:
         raise DatasetNotFoundError(f"no images ({', '.join(sorted(IMAGE_SUFFIXES))}) found for split "
                                    f"{split!r} under {root}")
+    return root, files, labels, classes
+
+
+def _native(first: Path) -> int:
+    """The native size of a folder: its first image's shorter side, at most 224."""
+    with Image.open(first) as image:
+        return min(224, min(image.size))
+
+
+@NATIVE_SIZES.register("imagefolder")
+def image_folder_native_size(data_dir: str | None = None) -> int:
+    """The side views of this folder get by default (its first pretraining image's shorter side, <= 224)."""
+    return _native(_files("pretrain", data_dir)[1][0])
+
+
+@DATASETS.register("imagefolder")
+def image_folder(split: str, data_dir: str | None = None) -> ImageDataset:
+    """A folder of images (see the module docstring for the layouts)."""
+    check_split(split)
+    root, files, labels, classes = _files(split, data_dir)
     with Image.open(files[0]) as first:
         channels = 1 if first.mode in ("L", "I", "I;16", "1") else 3
-        native = min(224, min(first.size))
+    native = _native(files[0])
     mean, std = (IMAGENET_MEAN, IMAGENET_STD) if channels == 3 else ([0.5], [0.25])
     return ImageDataset(name="imagefolder", channels=channels, mean=mean, std=std, files=files,
                         labels=torch.tensor(labels) if labels is not None else None, classes=classes,

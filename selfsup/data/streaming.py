@@ -29,10 +29,19 @@ from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 
 from selfsup.augment.batched import CROP_ATTEMPTS, BatchedViewAugmenter, crop_boxes_from_uniforms
-from selfsup.augment.per_image import ViewSpec, view_specs
+from selfsup.augment.views import ViewSpec, view_specs
 from selfsup.config import AugmentConfig
 from selfsup.data.base import ImageDataset
-from selfsup.data.pipeline import ViewBatch, _collate, _EpochBatches, _Sharding, epoch_order, mix_seed
+from selfsup.data.sampling import (
+    EpochBatches,
+    Sharding,
+    ViewBatch,
+    batch_generator,
+    batch_labels,
+    collate_views,
+    epoch_order,
+    mix_seed,
+)
 
 _UNIFORMS = 2 * CROP_ATTEMPTS + 3  # area and ratio attempts, top, left, flip
 
@@ -86,7 +95,7 @@ def crop_views(path: str, specs: list[ViewSpec], cfg: AugmentConfig, channels: i
     return views
 
 
-class _StreamedCrops(Dataset):
+class StreamedCrops(Dataset):
     """Item ``(epoch, index)`` -> (uint8 crops of image ``index``, one per view; ``index``)."""
 
     def __init__(self, dataset: ImageDataset, cfg: AugmentConfig, seed: int, use_draft: bool = True) -> None:
@@ -118,14 +127,13 @@ def default_workers(num_workers: int) -> int:
 class StreamingPipeline:
     """Image files cropped by DataLoader workers, coloured in batches on the training device."""
 
-    def __init__(self, dataset: ImageDataset, augment: AugmentConfig, batch_size: int, device: torch.device,
+    def __init__(self, *, dataset: ImageDataset, augment: AugmentConfig, batch_size: int, device: torch.device,
                  seed: int = 0, rank: int = 0, world_size: int = 1, num_workers: int = 0,
                  use_draft: bool = True) -> None:
-        cfg = augment.resolved(dataset.native_size)
         self.dataset = dataset
-        self.crops = _StreamedCrops(dataset, cfg, seed, use_draft)
-        self.augmenter = BatchedViewAugmenter(cfg, dataset.channels, dataset.mean, dataset.std)
-        self.sharding = _Sharding(len(dataset), batch_size, rank, world_size)
+        self.crops = StreamedCrops(dataset, augment, seed, use_draft)
+        self.augmenter = BatchedViewAugmenter(augment, dataset.channels, dataset.mean, dataset.std)
+        self.sharding = Sharding(len(dataset), batch_size, rank, world_size)
         self.batch_size, self.device, self.seed, self.rank = batch_size, device, seed, rank
         self.num_workers = default_workers(num_workers)
 
@@ -134,16 +142,16 @@ class StreamingPipeline:
 
     def epoch(self, epoch: int, start_batch: int = 0) -> Iterator[ViewBatch]:
         order = epoch_order(len(self.dataset), self.seed, epoch)
-        loader = DataLoader(self.crops, batch_sampler=_EpochBatches(order, self.sharding, epoch, start_batch),
-                            num_workers=self.num_workers, collate_fn=_collate,
+        loader = DataLoader(self.crops, batch_sampler=EpochBatches(order, self.sharding, epoch, start_batch),
+                            num_workers=self.num_workers, collate_fn=collate_views,
                             pin_memory=self.device.type == "cuda", persistent_workers=False,
                             prefetch_factor=4 if self.num_workers else None)
         for batch, (crops, index) in enumerate(loader, start=start_batch):
-            generator = torch.Generator().manual_seed(mix_seed(self.seed, epoch, batch, self.rank))
+            generator = batch_generator(self.seed, epoch, batch, self.rank)
             views = []
             for spec, crop in zip(self.crops.specs, crops):
                 crop = crop.to(self.device, non_blocking=True)
                 params = self.augmenter.sample_params(len(crop), spec.index, generator, crop.shape[-2:],
                                                       device=self.device)
                 views.append(self.augmenter.colour(crop, params))
-            yield ViewBatch(views, index)
+            yield ViewBatch(views, index, batch_labels(self.dataset.labels, index))

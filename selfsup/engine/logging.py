@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import json
 import math
-from pathlib import Path
 from typing import Any
 
 from tqdm.auto import tqdm
+
+from selfsup.run_folder import RunFolder
 
 
 def to_float(value: Any) -> float:
@@ -21,15 +22,15 @@ def to_float(value: Any) -> float:
 class MetricsLogger:
     """Appends rows to ``DIR/metrics.jsonl`` and mirrors the scalars to TensorBoard."""
 
-    def __init__(self, run_dir: Path, enabled: bool = True, tensorboard: bool = True) -> None:
+    def __init__(self, folder: RunFolder, enabled: bool = True, tensorboard: bool = True) -> None:
         self.enabled = enabled
-        self.path = run_dir / "metrics.jsonl"
+        self.path = folder.metrics_path
         self.writer = None
         if enabled and tensorboard:
             try:
                 from torch.utils.tensorboard import SummaryWriter
 
-                self.writer = SummaryWriter(log_dir=str(run_dir / "tensorboard"))
+                self.writer = SummaryWriter(log_dir=str(folder.tensorboard_dir))
             except ImportError:  # tensorboard is a dependency, but keep training without it
                 self.writer = None
 

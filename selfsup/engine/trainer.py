@@ -19,75 +19,36 @@ from __future__ import annotations
 
 import copy
 import itertools
-import json
-import random
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
 from selfsup import distributed as dist
+from selfsup import runtime
+from selfsup.augment.views import require_resolved
+from selfsup.checkpoint import atomic_save
 from selfsup.config import ConfigError, TrainConfig
-from selfsup.data import build_pipeline, load_dataset
+from selfsup.data import ViewBatch, build_pipeline, load_dataset
 from selfsup.data.base import ImageDataset
-from selfsup.engine import autotune, runtime
+from selfsup.engine import autotune
 from selfsup.engine.bf16_guard import guard_bf16_convolutions
-from selfsup.engine.checkpoint import atomic_save, atomic_write_text, checkpoint_path, load_checkpoint
 from selfsup.engine.logging import MetricsLogger, ProgressBar, to_float
+from selfsup.evaluation.collapse import effective_rank, embedding_std
 from selfsup.evaluation.features import extract_features
 from selfsup.evaluation.knn import knn_top1
-from selfsup.evaluation.spectrum import effective_rank
-from selfsup.methods import METHODS, Method, Progress
-from selfsup.models import build_backbone
+from selfsup.methods import Method, Progress, build_method
 from selfsup.optim import apply_lr, build_optimizer, lr_factor
+from selfsup.rng import rng_state, seed_everything, set_rng_state
+from selfsup.run_folder import SUMMARY, RunFolder
 
 
 class TrainingDiverged(RuntimeError):
     """The loss became NaN or infinite. The message names the last good checkpoint."""
-
-
-def build_method(cfg: TrainConfig, channels: int, gather_distributed: bool = False) -> Method:
-    """The method of ``cfg`` on a fresh backbone (seed it first for a reproducible init)."""
-    method_cls = METHODS.get(cfg.method)
-    args = method_cls.make_args(cfg.method_args)
-    backbone = build_backbone(cfg.backbone, cfg.stem, channels, cfg.zero_init_residual, cfg.norm)
-    return method_cls(backbone, args, gather_distributed=gather_distributed)
-
-
-def seed_everything(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    torch.manual_seed(seed)
-
-
-def _rng_state() -> dict[str, Any]:
-    state: dict[str, Any] = {"torch": torch.random.get_rng_state(), "python": random.getstate(),
-                             "numpy": np.random.get_state()}
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
-
-
-def _set_rng_state(state: dict[str, Any]) -> None:
-    torch.random.set_rng_state(state["torch"])
-    random.setstate(state["python"])
-    np.random.set_state(state["numpy"])
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
-
-
-def monitor_subset(dataset: ImageDataset, size: int) -> ImageDataset:
-    """An evenly spaced, deterministic subset of ``size`` images (the whole set if smaller).
-
-    Used for the kNN monitor's bank and queries, and for ``train_subset`` (quick experiments)."""
-    if len(dataset) <= size:
-        return dataset
-    return dataset.subset(torch.linspace(0, len(dataset) - 1, size).long())
 
 
 @dataclass
@@ -105,6 +66,7 @@ class Trainer:
     def __init__(self, cfg: TrainConfig, run_dir: str | Path, resume: bool = False) -> None:
         self.cfg = cfg
         self.run_dir = Path(run_dir)
+        self.folder = RunFolder(run_dir)
         self.resume = resume
 
     # ------------------------------------------------------------------ setup
@@ -127,17 +89,19 @@ class Trainer:
 
         self.dataset = load_dataset(cfg.dataset, "pretrain", cfg.data_dir)
         if cfg.train_subset:
-            self.dataset = monitor_subset(self.dataset, cfg.train_subset)
-        self.augment = cfg.augment.resolved(self.dataset.native_size)
-        self.image_size = int(self.augment.image_size or self.dataset.native_size)
-        self.pipeline = build_pipeline(self.dataset, self.augment, cfg.batch_size, self.device, cfg.data_path,
-                                       cfg.seed, self.rank, self.world, cfg.num_workers,
-                                       memory_budget_mb=cfg.memory_budget_mb, cache_dir=cfg.cache_dir)
+            self.dataset = self.dataset.evenly_spaced(cfg.train_subset)
+        self.image_size = int(require_resolved(cfg.augment).image_size)  # type: ignore[arg-type]
+        self.pipeline = build_pipeline(self.dataset, cfg.augment, batch_size=cfg.batch_size, device=self.device,
+                                       data_path=cfg.data_path, seed=cfg.seed, rank=self.rank, world_size=self.world,
+                                       num_workers=cfg.num_workers, memory_budget_mb=cfg.memory_budget_mb,
+                                       cache_dir=cfg.cache_dir)
         self.steps_per_epoch = len(self.pipeline)
         self.total_steps = cfg.epochs * self.steps_per_epoch
 
         seed_everything(cfg.seed)
-        self.method = self.build_method(self.dataset.channels)
+        self.method = build_method(cfg, self.dataset.channels, gather_distributed=self.world > 1)
+        if self.method.uses_labels and not self.dataset.has_labels:
+            raise ConfigError(f"{cfg.method} trains with labels, and the {cfg.dataset} images have none")
         if self.device.type == "cpu":
             guard_bf16_convolutions(self.method)
         if cfg.sync_bn and self.world > 1:
@@ -158,10 +122,6 @@ class Trainer:
             self.model = torch.compile(self.model)
         self._setup_monitor()
 
-    def build_method(self, channels: int) -> Method:
-        """The model to train (a hook: ``selfsup compare``'s supervised baseline overrides it)."""
-        return build_method(self.cfg, channels, gather_distributed=self.world > 1)
-
     def _setup_monitor(self) -> None:
         self.monitor: tuple[ImageDataset, ImageDataset] | None = None
         if not self.main or self.cfg.knn_every == 0:
@@ -169,11 +129,11 @@ class Trainer:
         try:
             bank = load_dataset(self.cfg.dataset, "train", self.cfg.data_dir)
             queries = load_dataset(self.cfg.dataset, "test", self.cfg.data_dir)
-        except Exception:  # noqa: BLE001 - unlabeled data: no monitor, training goes on
+        except Exception:  # unlabeled data: no monitor, training goes on
             return
         if not (bank.has_labels and queries.has_labels):
             return
-        self.monitor = (monitor_subset(bank, self.cfg.knn_bank), monitor_subset(queries, self.cfg.knn_queries))
+        self.monitor = (bank.evenly_spaced(self.cfg.knn_bank), queries.evenly_spaced(self.cfg.knn_queries))
 
     # ------------------------------------------------------------------ checkpoints
 
@@ -189,17 +149,17 @@ class Trainer:
             "step": step,
             "elapsed_s": elapsed,
             "finished": finished,
-            "rng": _rng_state(),
+            "rng": rng_state(),
             "config": self.cfg.to_dict(),
         }
-        atomic_save(state, checkpoint_path(self.run_dir))
+        atomic_save(state, self.folder.checkpoint_path)
 
     def _load(self) -> tuple[int, int, int, float]:
-        state = load_checkpoint(checkpoint_path(self.run_dir), map_location=self.device)
+        state = self.folder.read_checkpoint(map_location=self.device)
         self.method.load_state_dict(state["method"])
         self.method.load_state_for_checkpoint(state.get("method_state", {}))
         self.optimizer.load_state_dict(state["optimizer"])
-        _set_rng_state(state["rng"])
+        set_rng_state(state["rng"])
         return state["epoch"], state["batch"], state["step"], state.get("elapsed_s", 0.0)
 
     # ------------------------------------------------------------------ monitoring
@@ -220,11 +180,10 @@ class Trainer:
                                               channels_last=self.channels_last)
         finally:
             self.method.train(was_training)
-        z = torch.nn.functional.normalize(z_bank, dim=1)
         return {
             "knn_top1": knn_top1(h_bank, bank.labels, h_query, queries.labels),
             "effective_rank": effective_rank(z_bank),
-            "embedding_std": float(z.std(0).mean()),
+            "embedding_std": embedding_std(z_bank),
         }
 
     # ------------------------------------------------------------------ the loop
@@ -237,8 +196,8 @@ class Trainer:
         if self.resume:
             epoch, start_batch, step, elapsed = self._load()
         if self.main:
-            atomic_write_text(json.dumps(cfg.to_dict(), indent=2) + "\n", self.run_dir / "config.json")
-        logger = MetricsLogger(self.run_dir, enabled=self.main)
+            self.folder.write_config(cfg)
+        logger = MetricsLogger(self.folder, enabled=self.main)
         if self.resume:
             logger.truncate_after(step)
         stop_at = min(self.total_steps, cfg.max_steps) if cfg.max_steps else self.total_steps
@@ -256,8 +215,8 @@ class Trainer:
         try:
             while epoch < cfg.epochs and step < stop_at:
                 batch = start_batch
-                for views in self.pipeline.epoch(epoch, start_batch):
-                    out = self.train_step(views.views, step, epoch)
+                for batch_views in self.pipeline.epoch(epoch, start_batch):
+                    out = self.train_step(batch_views, step, epoch)
                     step += 1
                     batch += 1
                     window_steps += 1
@@ -267,6 +226,8 @@ class Trainer:
                         images_per_s = window_steps * cfg.batch_size / max(now - window_start, 1e-9)
                         last_loss = to_float(dist.all_reduce_mean(out.loss.detach()))
                         last_logs = {k: to_float(v) for k, v in out.logs.items()}
+                        if out.embedding is not None:
+                            last_logs["z_std"] = embedding_std(out.embedding)
                         row = {"step": step, "epoch": epoch + batch / self.steps_per_epoch, "loss": last_loss,
                                "lr": self.optimizer.param_groups[0]["lr"], "images_per_s": images_per_s,
                                **last_logs}
@@ -304,16 +265,16 @@ class Trainer:
             **({"runtime_trial": self.runtime_trial} if self.runtime_trial else {}),
         }
         if self.main:
-            atomic_write_text(json.dumps(summary, indent=2) + "\n", self.run_dir / "summary.json")
+            self.folder.write_json(SUMMARY, summary)
         return TrainResult(self.run_dir, step, step / self.steps_per_epoch, last_loss, summary)
 
-    def train_step(self, views: list[torch.Tensor], step: int, epoch: int) -> Any:
+    def train_step(self, batch: ViewBatch, step: int, epoch: int) -> Any:
         """One optimizer step on a batch of views: LR, forward, finiteness check, backward, step, hooks."""
-        return self._step(self.model, self.method, self.optimizer, self.amp_dtype, self.memory_format, views,
+        return self._step(self.model, self.method, self.optimizer, self.amp_dtype, self.memory_format, batch,
                           step, epoch)
 
     def _step(self, model: nn.Module, method: Method, optimizer: torch.optim.Optimizer,
-              amp_dtype: torch.dtype | None, memory_format: torch.memory_format, views: list[torch.Tensor],
+              amp_dtype: torch.dtype | None, memory_format: torch.memory_format, batch: ViewBatch,
               step: int, epoch: int) -> Any:
         """:meth:`train_step` on any replica of the method (the runtime trial trains copies)."""
         cfg = self.cfg
@@ -323,9 +284,9 @@ class Trainer:
                            final_lr_ratio=cfg.final_lr_ratio, milestones=cfg.lr_milestones,
                            gamma=cfg.lr_gamma, per_step=cfg.schedule_per_step)
         apply_lr(optimizer, cfg.lr, factor)
-        views = [v.contiguous(memory_format=memory_format) for v in views]
+        views = [v.contiguous(memory_format=memory_format) for v in batch.views]
         with runtime.autocast(self.device, amp_dtype):
-            out = model(views, progress)
+            out = model(views, progress, batch.labels)
         self._check_finite(out.loss, step, epoch)
         optimizer.zero_grad(set_to_none=True)
         out.loss.backward()
@@ -350,11 +311,11 @@ class Trainer:
             cfg.precision, cfg.channels_last = options[0].precision, "true" if options[0].channels_last else "false"
             return {}
         needed = autotune.WARMUP_STEPS + autotune.TIMED_STEPS
-        batches = [b.views for b in itertools.islice(self.pipeline.epoch(0), needed)]
-        saved_rng = _rng_state()
+        batches = list(itertools.islice(self.pipeline.epoch(0), needed))
+        saved_rng = rng_state()
         runners = [self._trial_runner(option, batches, saved_rng) for option in options]
         results = autotune.measure(options, runners, self._sync)
-        _set_rng_state(saved_rng)
+        set_rng_state(saved_rng)
         autotune.check_agreement(results)
         autotune.agree_across_ranks(results)
         chosen = autotune.choose(results)
@@ -364,7 +325,7 @@ class Trainer:
             print(f"selfsup: {autotune.describe(results, chosen, cfg.batch_size // self.world)}", flush=True)
         return {"chosen": chosen.candidate.label, "candidates": [r.as_dict() for r in results]}
 
-    def _trial_runner(self, option: autotune.Candidate, batches: list[list[torch.Tensor]],
+    def _trial_runner(self, option: autotune.Candidate, batches: list[ViewBatch],
                       rng: dict[str, Any]) -> autotune.StepRunner:
         """Trial steps of ``option`` on a copy of the method with its own optimizer and its own random state
         (starting from ``rng``, so that every candidate draws the same numbers)."""
@@ -376,9 +337,9 @@ class Trainer:
         state = {"rng": rng}
 
         def run(i: int) -> float:
-            _set_rng_state(state["rng"])
+            set_rng_state(state["rng"])
             out = self._step(replica, replica, optimizer, amp_dtype, memory_format, batches[i % len(batches)], i, 0)
-            state["rng"] = _rng_state()
+            state["rng"] = rng_state()
             return to_float(out.loss)
 
         return run
@@ -394,7 +355,7 @@ class Trainer:
             torch.distributed.all_reduce(finite, op=torch.distributed.ReduceOp.MIN)
         if finite.item() == 1.0:
             return
-        path = checkpoint_path(self.run_dir)
+        path = self.folder.checkpoint_path
         kept = f"The last good checkpoint is kept at {path}" if path.exists() else \
             "No checkpoint had been written yet"
         raise TrainingDiverged(
@@ -402,9 +363,4 @@ class Trainer:
             f"{kept}. Lower the learning rate (--set base_lr=...), use --set grad_clip=1.0 or "
             f"--set precision=fp32, then resume with --resume or start again."
         )
-
-
-def is_finished(run_dir: str | Path) -> bool:
-    path = checkpoint_path(run_dir)
-    return path.exists() and bool(load_checkpoint(path).get("finished"))
 

@@ -12,15 +12,17 @@ dataset and with frozen, un-augmented images:
 
 All accuracies are fractions in [0, 1].
 
+For a method trained with labels (the supervised baseline), whose z is its classifier's logits, the test
+top-1 of that classifier is reported too (``classifier_top1``).
+
 ``save_embeddings=True`` also writes ``RUN_DIR/eval_embeddings.npz`` for the plots of ``selfsup compare``:
 the singular values of the centred test embeddings h and z, their 2-D PCA coordinates and the test labels.
 """
 
 from __future__ import annotations
 
-import json
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -28,44 +30,32 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from selfsup import runtime
+from selfsup.augment.views import require_resolved
 from selfsup.config import TrainConfig
 from selfsup.data import load_dataset
 from selfsup.data.base import ImageDataset
-from selfsup.engine import runtime
-from selfsup.engine.checkpoint import atomic_write_text, checkpoint_path, load_checkpoint
-from selfsup.engine.trainer import build_method, monitor_subset, seed_everything
+from selfsup.evaluation.collapse import effective_rank, embedding_std
 from selfsup.evaluation.features import extract_features, raw_pixel_features
 from selfsup.evaluation.knn import knn_top1
 from selfsup.evaluation.linear import linear_probe_top1
-from selfsup.evaluation.spectrum import effective_rank
-from selfsup.methods import Method
+from selfsup.methods import Method, build_method
+from selfsup.rng import seed_everything
+from selfsup.run_folder import EMBEDDINGS, EVALUATION, RunFolder
 
 PROTOCOLS = ("knn", "linear", "all")
-EMBEDDINGS_FILE = "eval_embeddings.npz"
-
-MethodBuilder = Callable[[TrainConfig, int], Method]
-"""``(config, input channels) -> method``; :func:`selfsup.engine.trainer.build_method` by default."""
 
 
 class EvaluationError(ValueError):
     """The run cannot be evaluated (no labels, no checkpoint ...); the message says why."""
 
 
-def load_run_config(run_dir: str | Path) -> TrainConfig:
-    path = Path(run_dir) / "config.json"
-    if not path.is_file():
-        raise EvaluationError(f"{run_dir} is not a selfsup run directory (no config.json). "
-                              "Pass the --out folder of `selfsup pretrain`.")
-    return TrainConfig.from_dict(json.loads(path.read_text()))
-
-
-def load_trained_method(run_dir: str | Path, device: torch.device, channels: int,
-                        build: MethodBuilder | None = None) -> tuple[Any, TrainConfig]:
+def load_trained_method(run_dir: str | Path, device: torch.device, channels: int) -> tuple[Method, TrainConfig]:
     """The run's method with its last checkpoint loaded, in eval mode."""
-    cfg = load_run_config(run_dir)
-    method = (build or build_method)(cfg, channels)
-    state = load_checkpoint(checkpoint_path(run_dir), map_location="cpu")
-    method.load_state_dict(state["method"])
+    folder = RunFolder(run_dir)
+    cfg = folder.read_config()
+    method = build_method(cfg, channels)
+    method.load_state_dict(folder.read_checkpoint()["method"])
     return method.to(device).eval(), cfg
 
 
@@ -98,29 +88,29 @@ def embedding_summary(name: str, embeddings: torch.Tensor) -> dict[str, np.ndarr
 
 
 def evaluate_run(run_dir: str | Path, protocol: str = "all", device: str = "auto", baselines: bool = True,
-                 progress: bool = True, build: MethodBuilder | None = None, max_train: int = 0,
-                 max_test: int = 0, save_embeddings: bool = False) -> dict[str, Any]:
+                 progress: bool = True, max_train: int = 0, max_test: int = 0,
+                 save_embeddings: bool = False) -> dict[str, Any]:
     """Evaluate a run; returns (and writes to ``RUN_DIR/eval.json``) a flat dict of results.
 
-    ``build`` rebuilds a model that is not a registered method (the supervised baseline of
-    ``selfsup compare``); ``max_train`` / ``max_test`` evaluate on evenly spaced subsets (0: all).
+    ``max_train`` / ``max_test`` evaluate on evenly spaced subsets (0: all).
     """
     if protocol not in PROTOCOLS:
         raise EvaluationError(f"unknown protocol {protocol!r}. Valid: {', '.join(PROTOCOLS)}")
     protocols = ("knn", "linear") if protocol == "all" else (protocol,)
     started = time.perf_counter()
-    cfg = load_run_config(run_dir)
+    folder = RunFolder(run_dir)
+    cfg = folder.read_config()
     torch_device = runtime.resolve_device(device)
     train = load_dataset(cfg.dataset, "train", cfg.data_dir)
     test = load_dataset(cfg.dataset, "test", cfg.data_dir)
-    train = monitor_subset(train, max_train) if max_train else train
-    test = monitor_subset(test, max_test) if max_test else test
+    train = train.evenly_spaced(max_train) if max_train else train
+    test = test.evenly_spaced(max_test) if max_test else test
     if not (train.has_labels and test.has_labels):
         raise EvaluationError(f"the {cfg.dataset} data under {cfg.data_dir} has no labels, so kNN and linear "
                               "evaluation are impossible. Give the images class sub-folders "
                               "(see `selfsup pretrain --help`, imagefolder).")
-    size = int(cfg.augment.resolved(train.native_size).image_size)
-    method, _ = load_trained_method(run_dir, torch_device, train.channels, build)
+    size = int(require_resolved(cfg.augment).image_size)  # type: ignore[arg-type]
+    method, _ = load_trained_method(run_dir, torch_device, train.channels)
     results: dict[str, Any] = {"method": cfg.method, "dataset": cfg.dataset, "backbone": cfg.backbone,
                                "image_size": size, "train_images": len(train), "test_images": len(test)}
     h_train, z_train = _features(method, train, size, torch_device, "features (trained)", progress)
@@ -129,11 +119,13 @@ def evaluate_run(run_dir: str | Path, protocol: str = "all", device: str = "auto
         for key, value in _scores((tr, train.labels), (te, test.labels), protocols).items():
             results[f"{key.replace('_top1', '')}_top1_{name}"] = value
     results["effective_rank_z"] = effective_rank(z_test)
-    results["embedding_std_z"] = float(torch.nn.functional.normalize(z_test, dim=1).std(0).mean())
+    results["embedding_std_z"] = embedding_std(z_test)
+    if method.uses_labels:  # z is the classifier's logits
+        results["classifier_top1"] = float((z_test.argmax(1) == test.labels).float().mean())
     if save_embeddings:
         arrays = {**embedding_summary("h", h_test), **embedding_summary("z", z_test),
                   "labels": test.labels.numpy(), "classes": np.array(test.classes, dtype=str)}
-        with open(Path(run_dir) / EMBEDDINGS_FILE, "wb") as handle:
+        with open(folder.file(EMBEDDINGS), "wb") as handle:
             np.savez(handle, **arrays)
     if baselines:
         raw_train, raw_test = raw_pixel_features(train), raw_pixel_features(test)
@@ -144,13 +136,13 @@ def evaluate_run(run_dir: str | Path, protocol: str = "all", device: str = "auto
             std_test = raw_pixel_features(test, standardize=True)
             results["standardized_pixels_knn_top1"] = knn_top1(std_train, train.labels, std_test, test.labels)
         seed_everything(cfg.seed)
-        random_method = (build or build_method)(cfg, train.channels).to(torch_device).eval()
+        random_method = build_method(cfg, train.channels).to(torch_device).eval()
         r_train, _ = _features(random_method, train, size, torch_device, "features (random init)", progress)
         r_test, _ = _features(random_method, test, size, torch_device, "features (random init, test)", progress)
         for key, value in _scores((r_train, train.labels), (r_test, test.labels), protocols).items():
             results[f"random_init_{key}"] = value
     results["eval_time_s"] = round(time.perf_counter() - started, 1)
-    atomic_write_text(json.dumps(results, indent=2) + "\n", Path(run_dir) / "eval.json")
+    folder.write_json(EVALUATION, results)
     return results
 
 

@@ -8,12 +8,13 @@ import importlib
 import pkgutil
 
 from selfsup.methods.base import METHODS, Method, Progress, StepOutput, register_method
+from selfsup.methods.build import build_method
 from selfsup.methods.momentum import MomentumMethod
 
-_INFRASTRUCTURE = {"base", "momentum"}
+_INFRASTRUCTURE = {"base", "build", "momentum"}
 
 for _module in sorted(m.name for m in pkgutil.iter_modules(__path__)):
     if _module not in _INFRASTRUCTURE and not _module.startswith("_"):
         importlib.import_module(f"{__name__}.{_module}")
 
-__all__ = ["METHODS", "Method", "MomentumMethod", "Progress", "StepOutput", "register_method"]
+__all__ = ["METHODS", "Method", "MomentumMethod", "Progress", "StepOutput", "build_method", "register_method"]

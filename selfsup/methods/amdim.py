@@ -34,7 +34,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from selfsup.losses.amdim import amdim_terms
-from selfsup.methods.base import Method, Progress, StepOutput, embedding_std, register_method
+from selfsup.methods.base import Method, Progress, StepOutput, register_method
 from selfsup.models.backbones import Backbone
 from selfsup.models.encoders import feature_pyramid, stage_channels
 
@@ -149,6 +149,5 @@ class AMDIM(Method):
         terms = amdim_terms((r1_a, r1_b), (r5_a, r5_b), (r7_a, r7_b), locations, a.tclip, a.score_penalty,
                             self.gather_distributed)
         logs = {"loss_1t5": terms.global_to_5.detach(), "loss_1t7": terms.global_to_7.detach(),
-                "loss_5t5": terms.local_5_to_5.detach(), "score_penalty": terms.penalty.detach(),
-                "z_std": embedding_std(r1_a)}
+                "loss_5t5": terms.local_5_to_5.detach(), "score_penalty": terms.penalty.detach()}
         return StepOutput(terms.total(), logs, r1_a)

@@ -41,7 +41,7 @@ import torch
 from torch import nn
 
 from selfsup import distributed as dist
-from selfsup.config import coerce
+from selfsup.config import TrainConfig, coerce
 from selfsup.models.backbones import Backbone
 from selfsup.registry import Registry
 
@@ -75,9 +75,10 @@ class Progress:
 class StepOutput:
     """What a training step returns to the engine.
 
-    ``loss`` is back-propagated. ``logs`` are scalars written to metrics.jsonl. ``embedding`` is
-    one view's projector output, used for the collapse monitor (std of the L2-normalised
-    embedding: about 1/√d when healthy, near 0 when collapsed).
+    ``loss`` is back-propagated. ``logs`` are the method's own scalars, written to ``metrics.jsonl`` at
+    logging steps. ``embedding`` is one view's embedding (the projector output, or the vector the loss
+    compares); at logging steps the engine writes its collapse statistic,
+    :func:`selfsup.evaluation.collapse.embedding_std`, as ``z_std``.
     """
 
     loss: torch.Tensor
@@ -91,11 +92,16 @@ class Method(nn.Module):
     name: ClassVar[str] = ""
     summary: ClassVar[str] = ""
     paper: ClassVar[str] = ""
-    Args: ClassVar[type] = type("Args", (), {})
+    Args: ClassVar[type] = dataclasses.make_dataclass("Args", [])
     presets: ClassVar[dict[str, dict[str, Any]]] = {}
     variants: ClassVar[dict[str, dict[str, dict[str, Any]]]] = {}
     """Named versions of one method (MoCo v1/v2/v3): ``{variant: {preset: overrides}}``. The CLI name
     ``<name>-<variant>`` (e.g. ``moco-v3``) applies the variant's overrides on top of ``presets``."""
+    listed: ClassVar[bool] = True
+    """Whether ``selfsup methods`` and ``compare --methods all`` show it (the supervised baseline is not)."""
+    uses_labels: ClassVar[bool] = False
+    """Whether :meth:`training_step` takes the batch's labels (third argument); the engine then passes them
+    and refuses data without labels."""
 
     def __init__(self, backbone: Backbone, args: Any, gather_distributed: bool = False) -> None:
         super().__init__()
@@ -150,8 +156,12 @@ class Method(nn.Module):
 
     # ------------------------------------------------------------------ shared behaviour
 
-    def forward(self, views: Sequence[torch.Tensor], progress: Progress) -> StepOutput:
-        """The training step (so that DDP's forward hooks see it)."""
+    def forward(self, views: Sequence[torch.Tensor], progress: Progress,
+                labels: torch.Tensor | None = None) -> StepOutput:
+        """The training step (so that DDP's forward hooks see it). ``labels`` reach only methods that
+        declare ``uses_labels``."""
+        if self.uses_labels:
+            return self.training_step(views, progress, labels)  # type: ignore[call-arg]
         return self.training_step(views, progress)
 
     def global_rows(self, n: int) -> tuple[int, int]:
@@ -183,20 +193,18 @@ METHODS: Registry[type[Method]] = Registry("method")
 
 
 def register_method(cls: type[Method]) -> type[Method]:
-    """Class decorator: register a :class:`Method` subclass under ``cls.name``."""
+    """Class decorator: register a :class:`Method` subclass under ``cls.name``.
+
+    A setting of the method's ``Args`` may not share its name with a run setting (a field of
+    :class:`~selfsup.config.TrainConfig`): ``--set NAME=...`` could not say which one it means."""
     if not cls.name:
         raise ValueError(f"{cls.__name__} needs a `name`")
+    run_settings = {f.name for f in dataclasses.fields(TrainConfig)}
+    clashes = sorted(run_settings & {f.name for f in dataclasses.fields(cls.Args)})
+    if clashes:
+        raise ValueError(f"{cls.__name__}.Args has settings named like run settings: {', '.join(clashes)}; "
+                         "rename them (e.g. with the method's name as a prefix)")
     return METHODS.register(cls.name)(cls)
-
-
-def embedding_std(z: torch.Tensor) -> torch.Tensor:
-    """Std over the batch of the L2-normalised embeddings, averaged over dimensions.
-
-    About 1/√d for a healthy (spread-out) embedding and near 0 under collapse
-    (SimSiam §4.1, Fig. 2).
-    """
-    z = torch.nn.functional.normalize(z.detach().float(), dim=1)
-    return z.std(dim=0).mean()
 
 
 def cosine_increase(base: float, progress: float, final: float = 1.0) -> float:

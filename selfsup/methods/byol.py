@@ -22,7 +22,7 @@ from dataclasses import dataclass
 import torch
 
 from selfsup.losses.byol import byol
-from selfsup.methods.base import CPU_LARS, Progress, StepOutput, embedding_std, register_method
+from selfsup.methods.base import CPU_LARS, Progress, StepOutput, register_method
 from selfsup.methods.momentum import MomentumMethod
 from selfsup.models.backbones import Backbone
 from selfsup.models.heads import mlp
@@ -85,4 +85,4 @@ class BYOL(MomentumMethod):
             t1 = self.momentum_projector(self.momentum_backbone(x1))
             t2 = self.momentum_projector(self.momentum_backbone(x2))
         loss = byol(q1, q2, t1, t2)
-        return StepOutput(loss, {"z_std": embedding_std(z1), "tau": self.momentum_at(progress)}, z1)
+        return StepOutput(loss, {"tau": self.momentum_at(progress)}, z1)

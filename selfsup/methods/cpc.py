@@ -43,7 +43,7 @@ from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
 from selfsup.losses.cpc import cpc_infonce
-from selfsup.methods.base import Method, Progress, StepOutput, embedding_std, register_method
+from selfsup.methods.base import Method, Progress, StepOutput, register_method
 from selfsup.models.backbones import Backbone
 
 DIRECTIONS = ("top_down", "bottom_up", "left_right", "right_left")
@@ -256,7 +256,6 @@ class CPC(Method):
         embedding = codes.mean(dim=(1, 2))
         logs: dict[str, float | torch.Tensor] = {f"loss_k{k}": v / len(self.args.directions)
                                                  for k, v in zip(self.offsets, per_offset)}
-        logs["z_std"] = embedding_std(embedding)
         return StepOutput(total, logs, embedding)
 
     @torch.no_grad()

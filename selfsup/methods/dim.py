@@ -52,7 +52,7 @@ from selfsup.losses.dim import (
     prior_discriminator_loss,
     prior_generator_loss,
 )
-from selfsup.methods.base import Method, Progress, StepOutput, embedding_std, register_method
+from selfsup.methods.base import Method, Progress, StepOutput, register_method
 from selfsup.models.backbones import Backbone
 from selfsup.models.encoders import default_local_stage, feature_pyramid, stage_channels
 
@@ -238,5 +238,4 @@ class DIM(Method):
             logs["prior_discriminator"] = disc_loss.detach()
         if a.act_penalty > 0:
             loss = loss + a.act_penalty * y.float().pow(2).sum(1).mean()
-        logs["z_std"] = embedding_std(y)
         return StepOutput(loss, logs, y)

@@ -43,7 +43,7 @@ from torch import nn
 
 from selfsup import distributed as dist
 from selfsup.losses.moco import moco_infonce, moco_v3_contrastive
-from selfsup.methods.base import Progress, StepOutput, embedding_std, register_method
+from selfsup.methods.base import Progress, StepOutput, register_method
 from selfsup.methods.momentum import MomentumMethod
 from selfsup.models.backbones import Backbone
 from selfsup.models.heads import mlp
@@ -254,7 +254,7 @@ class MoCo(MomentumMethod):
             loss = 0.5 * (loss + moco_infonce(z2, k1, queue, a.temperature))
             new_keys.append(dist.gather(k1, with_grad=False) if self.gather_distributed else k1)
         enqueue(self.queue, self.queue_ptr, torch.cat(new_keys))
-        return StepOutput(loss, {"z_std": embedding_std(z1), "tau": tau}, z1)
+        return StepOutput(loss, {"tau": tau}, z1)
 
     def _v3_step(self, views: Sequence[torch.Tensor], tau: float) -> StepOutput:
         a = self.args
@@ -265,4 +265,4 @@ class MoCo(MomentumMethod):
         k1, k2 = self.encode_keys(x1), self.encode_keys(x2)
         loss = (moco_v3_contrastive(q1, k2, a.temperature, self.gather_distributed)
                 + moco_v3_contrastive(q2, k1, a.temperature, self.gather_distributed))
-        return StepOutput(loss, {"z_std": embedding_std(z1), "tau": tau}, z1)
+        return StepOutput(loss, {"tau": tau}, z1)

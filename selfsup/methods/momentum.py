@@ -67,5 +67,3 @@ class MomentumMethod(Method):
         if self.momentum_timing == "after_step":
             self.momentum_update(self.momentum_at(progress))
 
-    def parameter_groups(self) -> list[dict[str, Any]]:
-        return [{"params": [p for p in self.parameters() if p.requires_grad]}]

@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 from selfsup.losses import margin_triplet, nt_logistic, nt_xent
-from selfsup.methods.base import Method, Progress, StepOutput, embedding_std, register_method
+from selfsup.methods.base import Method, Progress, StepOutput, register_method
 from selfsup.models.backbones import Backbone
 from selfsup.models.heads import mlp
 
@@ -95,4 +95,4 @@ class SimCLR(Method):
         z = self.project(self.backbone(torch.cat([x1, x2])))
         z1, z2 = z.chunk(2)
         loss = self.contrastive_loss(z1, z2)
-        return StepOutput(loss, {"z_std": embedding_std(z1)}, z1)
+        return StepOutput(loss, {}, z1)

@@ -29,7 +29,7 @@ from typing import Any
 import torch
 
 from selfsup.losses.cosine import simsiam
-from selfsup.methods.base import Method, Progress, StepOutput, embedding_std, register_method
+from selfsup.methods.base import Method, Progress, StepOutput, register_method
 from selfsup.models.backbones import Backbone
 from selfsup.models.heads import mlp
 
@@ -94,4 +94,4 @@ class SimSiam(Method):
         z2 = self.project(self.backbone(views[1]))
         p1, p2 = self.predictor(z1), self.predictor(z2)
         loss = simsiam(p1, p2, z1, z2)
-        return StepOutput(loss, {"z_std": embedding_std(z1)}, z1)
+        return StepOutput(loss, {}, z1)

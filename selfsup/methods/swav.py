@@ -35,7 +35,7 @@ from torch import nn
 
 from selfsup import distributed as dist
 from selfsup.losses.swav import swav
-from selfsup.methods.base import Method, Progress, StepOutput, embedding_std, register_method
+from selfsup.methods.base import Method, Progress, StepOutput, register_method
 from selfsup.models.backbones import Backbone
 from selfsup.models.heads import mlp
 
@@ -180,7 +180,7 @@ class SwAV(Method):
             self.push_to_queue([z[c] for c in a.crops_for_assign])
         loss, _ = swav(scores, a.temperature, a.epsilon, a.sinkhorn_iterations, a.crops_for_assign,
                        self.gather_distributed, extra)
-        logs = {"z_std": embedding_std(z[0]), "queue_used": float(extra is not None),
+        logs = {"queue_used": float(extra is not None),
                 "prototypes_frozen": float(self.prototypes_frozen(progress))}
         return StepOutput(loss, logs, z[0])
 

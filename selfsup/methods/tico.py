@@ -20,7 +20,7 @@ from dataclasses import dataclass
 import torch
 
 from selfsup.losses.tico import tico
-from selfsup.methods.base import CPU_LARS, Progress, StepOutput, embedding_std, register_method
+from selfsup.methods.base import CPU_LARS, Progress, StepOutput, register_method
 from selfsup.methods.momentum import MomentumMethod
 from selfsup.models.backbones import Backbone
 from selfsup.models.heads import mlp
@@ -78,4 +78,4 @@ class TiCo(MomentumMethod):
             z2 = self.project(self.backbone(views[1]))
         loss, C_new = tico(z1, z2, self.C, self.args.beta, self.args.rho, self.gather_distributed)
         self.C.copy_(C_new)
-        return StepOutput(loss, {"z_std": embedding_std(z1)}, z1)
+        return StepOutput(loss, {}, z1)

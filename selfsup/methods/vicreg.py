@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import torch
 
 from selfsup.losses.vicreg import VARIANCE_MODES, vicreg_terms
-from selfsup.methods.base import CPU_LARS, Method, Progress, StepOutput, embedding_std, register_method
+from selfsup.methods.base import CPU_LARS, Method, Progress, StepOutput, register_method
 from selfsup.models.backbones import Backbone
 from selfsup.models.heads import mlp
 
@@ -74,6 +74,5 @@ class VICReg(Method):
         a = self.args
         terms = vicreg_terms(z1, z2, a.gamma, a.eps, self.gather_distributed, a.variance_mode)
         loss = terms.total(a.sim_coeff, a.std_coeff, a.cov_coeff)
-        logs = {"invariance": terms.invariance, "variance": terms.variance, "covariance": terms.covariance,
-                "z_std": embedding_std(z1)}
+        logs = {"invariance": terms.invariance, "variance": terms.variance, "covariance": terms.covariance}
         return StepOutput(loss, logs, z1)

@@ -29,7 +29,7 @@ from dataclasses import dataclass
 import torch
 
 from selfsup.losses.wmse import wmse
-from selfsup.methods.base import Method, Progress, StepOutput, embedding_std, register_method
+from selfsup.methods.base import Method, Progress, StepOutput, register_method
 from selfsup.models.backbones import Backbone
 from selfsup.models.heads import mlp
 
@@ -104,4 +104,4 @@ class WMSE(Method):
         h = [self.backbone(x) for x in views]
         z = self.head(torch.cat(h)).chunk(a.num_samples)
         loss = wmse(z, a.w_size, a.w_iter, a.w_eps, a.normalize, self.gather_distributed)
-        return StepOutput(loss, {"z_std": embedding_std(z[0])}, z[0])
+        return StepOutput(loss, {}, z[0])

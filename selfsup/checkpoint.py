@@ -13,13 +13,6 @@ from typing import Any
 
 import torch
 
-CHECKPOINT_DIR = "checkpoints"
-LAST = "last.pt"
-
-
-def checkpoint_path(run_dir: str | Path) -> Path:
-    return Path(run_dir) / CHECKPOINT_DIR / LAST
-
 
 def atomic_save(obj: Any, path: str | Path) -> None:
     """``torch.save`` to ``path`` atomically."""

@@ -143,11 +143,6 @@ def freed_memory_kept(probe_bytes: int = 64 << 20) -> bool | None:
     return mapped < size
 
 
-def minor_faults() -> int:
-    """Minor page faults of this process so far (``getrusage``)."""
-    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
-
-
 def peak_rss_mib() -> float:
     """Peak resident memory of this process so far, in MiB."""
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
