@@ -17,7 +17,7 @@ def selfsup(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
                           env={**os.environ, **(env or {})}, timeout=300)
 
 
-def test_methods_json_is_the_sheets_table():
+def test_methods_json_is_the_recipe_table():
     result = selfsup("methods", "--preset", "imagenet", "--json")
     assert result.returncode == 0, result.stderr
     rows = {row["method"]: row for row in json.loads(result.stdout)}

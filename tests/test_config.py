@@ -1,4 +1,4 @@
-"""Presets (the sheet's table), --set overrides and their error messages."""
+"""Presets (the recipe table), --set overrides and their error messages."""
 
 from __future__ import annotations
 
@@ -10,18 +10,18 @@ from selfsup.config import AugmentConfig, ConfigError, TrainConfig
 from selfsup.methods import METHODS
 from selfsup.presets import recipe_row, resolve_config
 
-SHEET = {
-    # method: latent, batch, optimizer, LR, WD, epochs (the reference sheet's table)
+REFERENCE_TABLE = {
+    # method: latent, batch, optimizer, LR, WD, epochs (the papers' ImageNet recipes)
     "simclr": (128, 4096, "LARS", 4.8, 1e-6, 100),
     "tico": (256, 4096, "LARS", 3.2, 1.5e-6, 1000),
     "vicreg": (8192, 2048, "LARS", 1.6, 1e-6, 1000),
 }
 
 
-@pytest.mark.parametrize("method", sorted(SHEET))
-def test_imagenet_preset_is_exactly_the_sheet(method):
+@pytest.mark.parametrize("method", sorted(REFERENCE_TABLE))
+def test_imagenet_preset_is_exactly_the_reference_table(method):
     row = recipe_row(method, "imagenet")
-    latent, batch, optimizer, lr, wd, epochs = SHEET[method]
+    latent, batch, optimizer, lr, wd, epochs = REFERENCE_TABLE[method]
     assert (row["latent_dim"], row["batch_size"], row["optimizer"], row["epochs"]) == (latent, batch, optimizer,
                                                                                         epochs)
     assert row["lr"] == pytest.approx(lr)
@@ -29,7 +29,7 @@ def test_imagenet_preset_is_exactly_the_sheet(method):
     assert row["schedule"].startswith("linear warmup, cosine decay")
 
 
-def test_imagenet_preset_adds_what_the_sheet_leaves_out():
+def test_imagenet_preset_adds_what_the_reference_table_leaves_out():
     simclr = resolve_config("simclr", "imagenet")
     assert simclr.method_args["temperature"] == 0.1 and simclr.warmup_epochs == 10
     assert simclr.base_lr == 0.3 and simclr.lr_scaling == "linear"

@@ -119,7 +119,7 @@ class TestVICReg:
 
 
 class TestTiCo:
-    def test_matches_the_sheets_pairwise_form_when_beta_is_zero(self):
+    def test_matches_the_same_view_pairwise_form_when_beta_is_zero(self):
         g = torch.Generator().manual_seed(2)
         z1, z2 = torch.randn(10, 6, generator=g), torch.randn(10, 6, generator=g)
         rho = 8.0

@@ -1,4 +1,4 @@
-"""``selfsup methods``: the recipe table of every method at a preset (the reference sheet's table)."""
+"""``selfsup methods``: the recipe table of every method at a preset."""
 
 from __future__ import annotations
 
@@ -15,7 +15,8 @@ COLUMNS = (("method", "method"), ("latent dim", "latent_dim"), ("batch", "batch_
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "methods", help="list the methods and their recipes",
-        description="Print every method's recipe at a preset as a table like the reference sheet's. "
+        description="Print every method's recipe at a preset as one table (latent dim, batch, optimizer, LR, "
+                    "weight decay, schedule, epochs). "
                     "LR is the effective peak learning rate at that batch size (base LR x batch/256 "
                     "where the recipe scales linearly).")
     parser.add_argument("--preset", default="imagenet", choices=PRESETS,

@@ -1,4 +1,4 @@
-"""The measured answers to the sheet's questions, written from the numbers of the ablation runs.
+"""The measured answers to the ablation questions, written from the numbers of the ablation runs.
 
 Every comparison of two arms is a :class:`Difference` with a noise estimate, so that the text can say
 whether the budget settles it:

@@ -5,7 +5,8 @@ and the folder it lives in. Folder names are derived from the settings that diff
 preset, so that the same configuration asked for twice (``simclr`` in ``--methods`` and the ``mlp`` arm
 of the projector ablation) is trained once and shared.
 
-The ablations answer the reference sheet's open questions with existing method settings:
+The ablations answer four questions about what matters in these methods, each from a paper's ablation,
+with existing method settings:
 
 * ``projector``: SimCLR ``projector=mlp|linear|none``. Why does removing the projection head hurt,
   and are the features before the head (h) better than after it (z)? (SimCLR §4.2, Fig. 8)
@@ -38,7 +39,7 @@ SUPERVISED = "supervised"
 
 @dataclass(frozen=True)
 class Ablation:
-    """A question of the sheet, answered by training ``method`` once per arm (a dict of settings)."""
+    """A question, answered by training ``method`` once per arm (a dict of settings)."""
 
     name: str
     method: str

@@ -5,7 +5,7 @@ results (:func:`build_document`) and rendered twice: Markdown links the figures 
 ``plots/``; HTML embeds them as ``data:image/png;base64`` URIs and carries its own CSS, so the file
 can be mailed or archived alone (no external resource of any kind).
 
-The results table holds, per run, the sheet's recipe columns from the run's resolved config (latent
+The results table holds, per run, the recipe columns of ``selfsup methods`` from the run's resolved config (latent
 dim, batch, optimizer, LR, weight decay, schedule, epochs) and the measured columns: kNN and
 linear-probe top-1 on h and z, wall time, images/s and peak memory (``summary.json``), the embedding
 std and effective rank of the test embeddings z (``eval.json``). Below the methods come the baselines:

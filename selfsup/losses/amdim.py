@@ -30,6 +30,7 @@ from typing import NamedTuple
 import torch
 
 from selfsup import distributed as dist
+from selfsup.losses.float32 import float32_loss
 
 __all__ = ["AMDIMTerms", "amdim_nce", "amdim_terms", "tanh_clip"]
 
@@ -41,6 +42,7 @@ def tanh_clip(x: torch.Tensor, clip: float | None = 20.0) -> torch.Tensor:
     return clip * torch.tanh(x / clip)
 
 
+@float32_loss
 def amdim_nce(source: torch.Tensor, target: torch.Tensor, tclip: float = 20.0, penalty: float = 0.05,
               gather_distributed: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
     """One AMDIM prediction task in one direction. Returns ``(nce_loss, score_penalty)``.
@@ -58,8 +60,7 @@ def amdim_nce(source: torch.Tensor, target: torch.Tensor, tclip: float = 20.0, p
                          f"{tuple(target.shape)}")
     if source.shape[0] < 2:
         raise ValueError("AMDIM's NCE needs at least 2 images per batch (the other images are the negatives)")
-    with torch.autocast(device_type=source.device.type, enabled=False):  # float32 even under AMP
-        return _amdim_nce(source.float(), target.float(), tclip, penalty, gather_distributed)
+    return _amdim_nce(source, target, tclip, penalty, gather_distributed)
 
 
 def _amdim_nce(source: torch.Tensor, target: torch.Tensor, tclip: float, penalty: float,

@@ -7,7 +7,7 @@ With z¹, z² the projector outputs of the two views (N × D), each standardised
     C_ij = Σ_b ẑ¹_bi ẑ²_bj / N                  (Eq. 2, the cross-correlation matrix)
     L = Σ_i (1 − C_ii)² + λ Σ_i Σ_{j≠i} C_ij²   (Eq. 1, λ = 0.0051 in the official code)
 
-C is computed in float32 with autocast disabled (:func:`selfsup.losses._precision.float32_loss`): an fp16
+C is computed in float32 with autocast disabled (:func:`selfsup.losses.float32.float32_loss`): an fp16
 matmul over N = 2048 rows of standardised values can overflow, and bf16 keeps about 3 digits.
 
 **Distributed: why we gather.** The official code (facebookresearch/barlowtwins ``main.py``) uses a
@@ -30,7 +30,7 @@ from typing import NamedTuple
 import torch
 
 from selfsup import distributed as dist
-from selfsup.losses._precision import float32_loss
+from selfsup.losses.float32 import float32_loss
 
 __all__ = ["BarlowTwinsTerms", "batch_standardize", "cross_correlation", "barlow_twins_terms", "barlow_twins"]
 

@@ -18,7 +18,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from selfsup.losses._precision import float32_loss
+from selfsup.losses.float32 import float32_loss
 
 __all__ = ["byol_regression", "byol"]
 
@@ -28,8 +28,8 @@ def byol_regression(q: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
     """ℓ(q, z') = 2 − 2·cos(q, z') per sample (Eq. 2), shape (N,). ``z`` is detached (stop-gradient)."""
     if q.shape != z.shape or q.ndim != 2:
         raise ValueError(f"q and z must both be (N, D); got {tuple(q.shape)} and {tuple(z.shape)}")
-    q = F.normalize(q.float(), dim=1)
-    z = F.normalize(z.detach().float(), dim=1)
+    q = F.normalize(q, dim=1)
+    z = F.normalize(z.detach(), dim=1)
     return 2 - 2 * (q * z).sum(dim=1)
 
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from selfsup.losses._precision import float32_loss
+from selfsup.losses.float32 import float32_loss
 
 __all__ = ["negative_cosine", "simsiam"]
 
@@ -24,7 +24,7 @@ def negative_cosine(p: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
     """D(p, stopgrad(z)) = −cos(p, z), averaged over the batch (Eqs. 1 and 3). ``z`` is detached."""
     if p.shape != z.shape or p.ndim != 2:
         raise ValueError(f"p and z must both be (N, D); got {tuple(p.shape)} and {tuple(z.shape)}")
-    return -F.cosine_similarity(p.float(), z.detach().float(), dim=1).mean()
+    return -F.cosine_similarity(p, z.detach(), dim=1).mean()
 
 
 @float32_loss

@@ -27,6 +27,7 @@ import torch
 import torch.nn.functional as F
 
 from selfsup import distributed as dist
+from selfsup.losses.float32 import float32_loss
 
 __all__ = ["cpc_infonce", "infonce_lower_bound"]
 
@@ -36,6 +37,7 @@ def infonce_lower_bound(loss: torch.Tensor | float, num_candidates: int) -> floa
     return math.log(num_candidates) - float(loss)
 
 
+@float32_loss
 def cpc_infonce(predictions: torch.Tensor, codes: torch.Tensor, offset: int, num_negatives: int = 0,
                 gather_distributed: bool = False) -> torch.Tensor:
     """CPC's InfoNCE for one prediction offset k, averaged over every prediction.
@@ -57,9 +59,8 @@ def cpc_infonce(predictions: torch.Tensor, codes: torch.Tensor, offset: int, num
     if predictions.shape != (b, h - offset, w, d):
         raise ValueError(f"for offset {offset} the predictions must be {(b, h - offset, w, d)}, "
                          f"got {tuple(predictions.shape)}")
-    with torch.autocast(device_type=codes.device.type, enabled=False):  # float32 even under AMP
-        return _cpc_infonce(predictions.float().reshape(-1, d), codes.float().reshape(-1, d), b, h, w, offset,
-                            num_negatives, gather_distributed)
+    return _cpc_infonce(predictions.reshape(-1, d), codes.reshape(-1, d), b, h, w, offset, num_negatives,
+                        gather_distributed)
 
 
 def _cpc_infonce(pred: torch.Tensor, local: torch.Tensor, b: int, h: int, w: int, offset: int,

@@ -43,6 +43,7 @@ import torch
 import torch.nn.functional as F
 
 from selfsup import distributed as dist
+from selfsup.losses.float32 import float32_loss
 
 __all__ = [
     "MI_ESTIMATORS",
@@ -67,6 +68,7 @@ def _check(local: torch.Tensor, global_: torch.Tensor) -> None:
         raise ValueError("DIM's estimators need at least 2 images per batch (the other images are the negatives)")
 
 
+@float32_loss
 def dim_scores(local: torch.Tensor, global_: torch.Tensor, gather_distributed: bool = False,
                gather_globals: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
     """Scores T[i, j, l] = g_i · l_{j,l} of the (local) globals against the locals of the (global) batch.
@@ -75,8 +77,7 @@ def dim_scores(local: torch.Tensor, global_: torch.Tensor, gather_distributed: b
     mask, true where j is image i. ``gather_globals`` also gathers the globals (n = N then).
     """
     _check(local, global_)
-    with torch.autocast(device_type=local.device.type, enabled=False):  # float32 even under AMP
-        return _dim_scores(local.float(), global_.float(), gather_distributed, gather_globals)
+    return _dim_scores(local, global_, gather_distributed, gather_globals)
 
 
 def _dim_scores(local: torch.Tensor, global_: torch.Tensor, gather_distributed: bool,
@@ -133,11 +134,13 @@ def local_global_mi_loss(local: torch.Tensor, global_: torch.Tensor, estimator: 
     raise ValueError(f"unknown MI estimator {estimator!r}. Valid: {', '.join(MI_ESTIMATORS)}")
 
 
+@float32_loss
 def prior_discriminator_loss(prior_scores: torch.Tensor, encoder_scores: torch.Tensor) -> torch.Tensor:
     """The discriminator's GAN loss: sp(−D(prior)) + sp(D(sigmoid(Y))), averaged (DIM §3.3)."""
-    return F.softplus(-prior_scores.float()).mean() + F.softplus(encoder_scores.float()).mean()
+    return F.softplus(-prior_scores).mean() + F.softplus(encoder_scores).mean()
 
 
+@float32_loss
 def prior_generator_loss(encoder_scores: torch.Tensor) -> torch.Tensor:
     """The encoder's non-saturating prior-matching loss −log σ(D(sigmoid(Y))) = sp(−D(·)), averaged."""
-    return F.softplus(-encoder_scores.float()).mean()
+    return F.softplus(-encoder_scores).mean()

@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 
 from selfsup import distributed as dist
-from selfsup.losses._precision import float32_loss
+from selfsup.losses.float32 import float32_loss
 
 __all__ = ["moco_infonce", "moco_v3_contrastive"]
 
@@ -43,13 +43,13 @@ def moco_infonce(q: torch.Tensor, k: torch.Tensor, queue: torch.Tensor | None, t
     """
     if q.shape != k.shape or q.ndim != 2:
         raise ValueError(f"q and k must both be (N, D); got {tuple(q.shape)} and {tuple(k.shape)}")
-    q = F.normalize(q.float(), dim=1)
-    k = F.normalize(k.detach().float(), dim=1)
+    q = F.normalize(q, dim=1)
+    k = F.normalize(k.detach(), dim=1)
     positive = (q * k).sum(dim=1, keepdim=True)
     if queue is not None and queue.numel():
         if queue.ndim != 2 or queue.shape[1] != q.shape[1]:
             raise ValueError(f"queue must be (K, {q.shape[1]}), got {tuple(queue.shape)}")
-        logits = torch.cat([positive, q @ queue.detach().float().T], dim=1)
+        logits = torch.cat([positive, q @ queue.detach().T], dim=1)
     else:
         logits = positive
     labels = torch.zeros(len(q), dtype=torch.long, device=q.device)
@@ -69,8 +69,8 @@ def moco_v3_contrastive(q: torch.Tensor, k: torch.Tensor, temperature: float = 1
     """
     if q.shape != k.shape or q.ndim != 2:
         raise ValueError(f"q and k must both be (N, D); got {tuple(q.shape)} and {tuple(k.shape)}")
-    q = F.normalize(q.float(), dim=1)
-    k = F.normalize(k.detach().float(), dim=1)
+    q = F.normalize(q, dim=1)
+    k = F.normalize(k.detach(), dim=1)
     n = q.shape[0]
     offset = 0
     if gather_distributed and dist.world_size() > 1:

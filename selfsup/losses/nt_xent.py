@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 
 from selfsup import distributed as dist
-from selfsup.losses._precision import float32_loss
+from selfsup.losses.float32 import float32_loss
 
 __all__ = ["nt_xent", "nt_logistic", "margin_triplet"]
 
@@ -37,8 +37,8 @@ def _pair_similarities(z1: torch.Tensor, z2: torch.Tensor, gather_distributed: b
         raise ValueError(f"z1 and z2 must both be (N, D); got {tuple(z1.shape)} and {tuple(z2.shape)}")
     if z1.shape[0] < 2:
         raise ValueError("NT-Xent needs at least 2 images per batch (the other images are the negatives)")
-    a = F.normalize(z1.float(), dim=1)
-    b = F.normalize(z2.float(), dim=1)
+    a = F.normalize(z1, dim=1)
+    b = F.normalize(z2, dim=1)
     n = a.shape[0]
     if gather_distributed and dist.world_size() > 1:
         a_all, b_all, offset = dist.gather(a), dist.gather(b), dist.rank() * n

@@ -37,7 +37,7 @@ import torch
 import torch.nn.functional as F
 
 from selfsup import distributed as dist
-from selfsup.losses._precision import float32_loss
+from selfsup.losses.float32 import float32_loss
 
 __all__ = ["sinkhorn_knopp", "swapped_prediction", "swav"]
 
@@ -59,7 +59,7 @@ def sinkhorn_knopp(scores: torch.Tensor, epsilon: float = 0.05, iterations: int 
     if epsilon <= 0 or iterations < 1:
         raise ValueError(f"Sinkhorn needs epsilon > 0 and iterations >= 1, got {epsilon} and {iterations}")
     distributed = gather_distributed and dist.world_size() > 1
-    Q = torch.exp(scores.detach().float() / epsilon).T  # K x B, as in the paper's notation
+    Q = torch.exp(scores.detach() / epsilon).T  # K x B, as in the paper's notation
     K, local_b = Q.shape
     B = local_b * (dist.world_size() if distributed else 1)
     total = Q.sum()
@@ -78,6 +78,7 @@ def sinkhorn_knopp(scores: torch.Tensor, epsilon: float = 0.05, iterations: int 
     return Q.T
 
 
+@float32_loss
 def swapped_prediction(scores: Sequence[torch.Tensor], codes: Sequence[torch.Tensor],
                        crops_for_assign: Sequence[int], temperature: float = 0.1) -> torch.Tensor:
     """The swapped-prediction loss (SwAV Eqs. 1-2) for given codes, averaged as in the official code.
@@ -93,7 +94,7 @@ def swapped_prediction(scores: Sequence[torch.Tensor], codes: Sequence[torch.Ten
     crops = len(scores)
     if crops < 2:
         raise ValueError("swapped prediction needs at least 2 crops")
-    log_probs = [F.log_softmax(s.float() / temperature, dim=1) for s in scores]
+    log_probs = [F.log_softmax(s / temperature, dim=1) for s in scores]
     loss = scores[0].new_zeros((), dtype=torch.float32)
     for q, crop in zip(codes, crops_for_assign):
         subloss = sum(-(q * log_probs[v]).sum(dim=1).mean() for v in range(crops) if v != crop)
@@ -101,6 +102,7 @@ def swapped_prediction(scores: Sequence[torch.Tensor], codes: Sequence[torch.Ten
     return loss / len(crops_for_assign)
 
 
+@float32_loss
 def swav(scores: Sequence[torch.Tensor], temperature: float = 0.1, epsilon: float = 0.05,
          sinkhorn_iterations: int = 3, crops_for_assign: Sequence[int] = (0, 1), gather_distributed: bool = False,
          extra_scores: Sequence[torch.Tensor | None] | None = None) -> tuple[torch.Tensor, list[torch.Tensor]]:
@@ -122,9 +124,9 @@ def swav(scores: Sequence[torch.Tensor], temperature: float = 0.1, epsilon: floa
     codes = []
     for i, crop in enumerate(crops_for_assign):
         with torch.no_grad():
-            out = scores[crop].detach().float()
+            out = scores[crop].detach()
             extra = extra_scores[i] if extra_scores is not None else None
             if extra is not None:
-                out = torch.cat([extra.detach().float(), out])
+                out = torch.cat([extra.detach(), out])
             codes.append(sinkhorn_knopp(out, epsilon, sinkhorn_iterations, gather_distributed)[-b:])
     return swapped_prediction(scores, codes, crops_for_assign, temperature), codes

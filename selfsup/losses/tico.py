@@ -7,8 +7,8 @@ With z' and z'' the L2-normalised embeddings of the two views of a batch of N im
 
 C comes from **branch 1** (z') only and is carried across steps; it is detached, so gradients
 flow only through the explicit z' factors (lightly's ``tico_loss.py`` follows the paper's
-pseudo-code this way). With β = 0 the covariance term equals (ρ/N²)·Σ_{n,m} (z'_nᵀz'_m)², the
-sheet's second form: a contrastive term against every other sample. With β > 0, C_t acts as a
+pseudo-code this way). With β = 0 the covariance term equals (ρ/N²)·Σ_{n,m} (z'_nᵀz'_m)²: a
+contrastive term of branch 1 against every sample of its own branch. With β > 0, C_t acts as a
 memory bank of unbounded size.
 
 Under DDP (``gather_distributed=True``) C is updated with the gathered global batch, so that the
@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 
 from selfsup import distributed as dist
-from selfsup.losses._precision import float32_loss
+from selfsup.losses.float32 import float32_loss
 
 __all__ = ["tico"]
 
@@ -42,11 +42,11 @@ def tico(z1: torch.Tensor, z2: torch.Tensor, C: torch.Tensor, beta: float = 0.9,
         raise ValueError(f"z1 and z2 must both be (N, D); got {tuple(z1.shape)} and {tuple(z2.shape)}")
     if C.shape != (z1.shape[1], z1.shape[1]):
         raise ValueError(f"C must be ({z1.shape[1]}, {z1.shape[1]}), got {tuple(C.shape)}")
-    a = F.normalize(z1.float(), dim=1)
-    b = F.normalize(z2.float(), dim=1)
+    a = F.normalize(z1, dim=1)
+    b = F.normalize(z2, dim=1)
     with torch.no_grad():
         a_all = dist.gather(a, with_grad=False) if gather_distributed else a
-        C_new = beta * C.float() + (1 - beta) * (a_all.T @ a_all) / a_all.shape[0]
+        C_new = beta * C + (1 - beta) * (a_all.T @ a_all) / a_all.shape[0]
     invariance = -(a * b).sum(dim=1).mean()
     contrast = ((a @ C_new) * a).sum(dim=1).mean()
     return invariance + rho * contrast, C_new.detach()

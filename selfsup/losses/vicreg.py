@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 
 from selfsup import distributed as dist
-from selfsup.losses._precision import float32_loss
+from selfsup.losses.float32 import float32_loss
 
 __all__ = ["VICRegTerms", "variance_term", "covariance_term", "vicreg_terms", "vicreg", "VARIANCE_MODES"]
 
@@ -41,6 +41,7 @@ class VICRegTerms(NamedTuple):
         return sim_coeff * self.invariance + std_coeff * self.variance + cov_coeff * self.covariance
 
 
+@float32_loss
 def variance_term(z: torch.Tensor, gamma: float = 1.0, eps: float = 1e-4, mode: str = "std") -> torch.Tensor:
     """v(Z) = mean_j relu(γ − √(Var z_j + ε)) (Eq. 1). ``mode="var"`` uses the variance itself
     instead of the standard deviation (the ablation of the paper's Table 7)."""
@@ -54,6 +55,7 @@ def variance_term(z: torch.Tensor, gamma: float = 1.0, eps: float = 1e-4, mode: 
     return F.relu(gamma - spread).mean()
 
 
+@float32_loss
 def covariance_term(z: torch.Tensor) -> torch.Tensor:
     """c(Z) = (1/d) Σ_{i≠j} C_ij², with the unbiased covariance C (Eq. 3–4)."""
     n, d = z.shape
@@ -69,7 +71,6 @@ def vicreg_terms(z1: torch.Tensor, z2: torch.Tensor, gamma: float = 1.0, eps: fl
     """The invariance, variance and covariance terms (unweighted); see the module docstring."""
     if z1.shape != z2.shape or z1.ndim != 2:
         raise ValueError(f"z1 and z2 must both be (N, D); got {tuple(z1.shape)} and {tuple(z2.shape)}")
-    z1, z2 = z1.float(), z2.float()
     invariance = F.mse_loss(z1, z2)
     if gather_distributed and dist.world_size() > 1:
         z1, z2 = dist.gather(z1), dist.gather(z2)

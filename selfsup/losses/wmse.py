@@ -47,15 +47,12 @@ import torch
 import torch.nn.functional as F
 
 from selfsup import distributed as dist
+from selfsup.losses.float32 import float32_loss
 
 __all__ = ["whiten", "normalized_mse", "wmse"]
 
 
-def _at_least_float32(z: torch.Tensor) -> torch.Tensor:
-    """float32 for half/bfloat16/float32 inputs; float64 stays float64 (for gradient checks)."""
-    return z.to(torch.promote_types(z.dtype, torch.float32))
-
-
+@float32_loss
 def whiten(z: torch.Tensor, eps: float = 0.0) -> torch.Tensor:
     """W(z − μ) with W = L⁻¹ from the Cholesky factor of the (shrunk) unbiased covariance (W-MSE §3).
 
@@ -64,20 +61,18 @@ def whiten(z: torch.Tensor, eps: float = 0.0) -> torch.Tensor:
     """
     if z.ndim not in (2, 3):
         raise ValueError(f"whiten expects (n, D) or (G, n, D), got {tuple(z.shape)}")
-    z = _at_least_float32(z)
     n, d = z.shape[-2:]
     if n <= d:
         raise ValueError(f"whitening {d}-dimensional embeddings needs more than {d} samples per sub-batch, got {n}")
-    with torch.autocast(device_type=z.device.type, enabled=False):  # autocast would run the matmuls in bf16
-        centred = z - z.mean(dim=-2, keepdim=True)
-        cov = centred.mT @ centred / (n - 1)
-        eye = torch.eye(d, device=z.device, dtype=z.dtype)
-        cov = (1 - eps) * cov + eps * eye
-        factor, info = torch.linalg.cholesky_ex(cov)
-        if bool((info != 0).any()):
-            raise ValueError("the sub-batch covariance is not positive definite (Cholesky failed): the embeddings "
-                             "are (nearly) collapsed or w_size is too small. Raise w_size or set w_eps > 0")
-        return torch.linalg.solve_triangular(factor, centred.mT, upper=False).mT
+    centred = z - z.mean(dim=-2, keepdim=True)
+    cov = centred.mT @ centred / (n - 1)
+    eye = torch.eye(d, device=z.device, dtype=z.dtype)
+    cov = (1 - eps) * cov + eps * eye
+    factor, info = torch.linalg.cholesky_ex(cov)
+    if bool((info != 0).any()):
+        raise ValueError("the sub-batch covariance is not positive definite (Cholesky failed): the embeddings "
+                         "are (nearly) collapsed or w_size is too small. Raise w_size or set w_eps > 0")
+    return torch.linalg.solve_triangular(factor, centred.mT, upper=False).mT
 
 
 def normalized_mse(x0: torch.Tensor, x1: torch.Tensor) -> torch.Tensor:
@@ -96,6 +91,7 @@ def _permutation(n: int, device: torch.device, generator: torch.Generator | None
     return perm
 
 
+@float32_loss
 def wmse(views: Sequence[torch.Tensor], w_size: int, w_iter: int = 1, eps: float = 0.0, normalize: bool = True,
          gather_distributed: bool = False, generator: torch.Generator | None = None) -> torch.Tensor:
     """The W-MSE loss over every pair of views (see the module docstring).
@@ -117,7 +113,7 @@ def wmse(views: Sequence[torch.Tensor], w_size: int, w_iter: int = 1, eps: float
     if w_iter < 1:
         raise ValueError(f"w_iter must be at least 1, got {w_iter}")
     distributed = gather_distributed and dist.world_size() > 1
-    zs = [_at_least_float32(v) for v in views]
+    zs = list(views)
     if distributed:
         zs = [dist.gather(z) for z in zs]
     n, d = zs[0].shape
@@ -132,10 +128,9 @@ def wmse(views: Sequence[torch.Tensor], w_size: int, w_iter: int = 1, eps: float
     pair_loss = normalized_mse if normalize else F.mse_loss
     pairs = [(i, j) for i in range(len(zs)) for j in range(i + 1, len(zs))]
     loss = zs[0].new_zeros(())
-    with torch.autocast(device_type=zs[0].device.type, enabled=False):
-        for _ in range(w_iter):
-            groups = _permutation(n, zs[0].device, generator, distributed).view(-1, w_size)
-            whitened = [whiten(z[groups], eps).reshape(n, d) for z in zs]
-            for i, j in pairs:
-                loss = loss + pair_loss(whitened[i], whitened[j])
+    for _ in range(w_iter):
+        groups = _permutation(n, zs[0].device, generator, distributed).view(-1, w_size)
+        whitened = [whiten(z[groups], eps).reshape(n, d) for z in zs]
+        for i, j in pairs:
+            loss = loss + pair_loss(whitened[i], whitened[j])
     return loss / (w_iter * len(pairs))

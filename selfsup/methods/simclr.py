@@ -4,7 +4,7 @@ h = f(x) (ResNet), z = g(h) (projection head), loss = NT-Xent over the 2N views 
 negatives of the whole (global) batch. Head as in the v1 code (``model_util.py`` at tag 1.0):
 Linear(d, 2048) + BN + ReLU, Linear(2048, 128, no bias) + BN. Evaluation uses h.
 
-``projector`` and ``loss`` are ablation switches for the sheet's questions (SimCLR §4.2, Table 2
+``projector`` and ``loss`` are ablation switches for SimCLR's own questions (SimCLR §4.2, Table 2
 and Fig. 8): ``projector="none" | "linear" | "mlp"`` and ``loss="nt_xent" | "nt_logistic" |
 "margin_triplet"``.
 """
