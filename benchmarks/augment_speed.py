@@ -41,8 +41,9 @@ RECIPES = {
 def make_images(n: int, channels: int, size: int, seed: int = 0) -> torch.Tensor:
     """uint8 ``(n, C, size, size)`` images with smooth colour fields, edges and noise."""
     g = torch.Generator().manual_seed(seed)
-    x = F.interpolate(torch.rand(n, channels, 4, 4, generator=g), size=(size, size), mode="bicubic",
-                      align_corners=False)
+    x = F.interpolate(
+        torch.rand(n, channels, 4, 4, generator=g), size=(size, size), mode="bicubic", align_corners=False
+    )
     x = (x + 0.05 * torch.randn(n, channels, size, size, generator=g)).clamp(0, 1)
     return (x * 255).round().to(torch.uint8)
 
@@ -87,25 +88,33 @@ def run(size: int, channels: int, batch: int, threads: int, rounds: int, recipe:
         return {"best": batch / min(ts), "median": batch / statistics.median(ts)}
 
     result = {
-        "size": size, "channels": channels, "batch": batch, "threads": threads, "views": len(transforms),
-        "recipe": recipe, "torch": torch.__version__,
+        "size": size,
+        "channels": channels,
+        "batch": batch,
+        "threads": threads,
+        "views": len(transforms),
+        "recipe": recipe,
+        "torch": torch.__version__,
         "per_image_images_per_s": rates(times["per_image"]),
         "batched_images_per_s": rates(times["batched"]),
     }
     result["speedup_best"] = result["batched_images_per_s"]["best"] / result["per_image_images_per_s"]["best"]
-    result["speedup_median"] = (result["batched_images_per_s"]["median"]
-                                / result["per_image_images_per_s"]["median"])
+    result["speedup_median"] = result["batched_images_per_s"]["median"] / result["per_image_images_per_s"]["median"]
     result["machine"] = machine()
     return result
 
 
 def print_table(r: dict) -> None:
     print(f"machine: {machine_line(r['machine'])}")
-    print(f"{r['size']} px, {r['channels']} channel(s), batch {r['batch']}, {r['views']} views/image, "
-          f"recipe {r['recipe']}, {r['threads']} thread(s), torch {r['torch']}")
+    print(
+        f"{r['size']} px, {r['channels']} channel(s), batch {r['batch']}, {r['views']} views/image, "
+        f"recipe {r['recipe']}, {r['threads']} thread(s), torch {r['torch']}"
+    )
     print(f"{'path':<28}{'images/s (best)':>18}{'images/s (median)':>20}")
-    for name, key in [("(a) per-image torchvision", "per_image_images_per_s"),
-                      ("(b) batched (CPU)", "batched_images_per_s")]:
+    for name, key in [
+        ("(a) per-image torchvision", "per_image_images_per_s"),
+        ("(b) batched (CPU)", "batched_images_per_s"),
+    ]:
         print(f"{name:<28}{r[key]['best']:>18.0f}{r[key]['median']:>20.0f}")
     print(f"{'ratio (b)/(a)':<28}{r['speedup_best']:>18.1f}{r['speedup_median']:>20.1f}")
 

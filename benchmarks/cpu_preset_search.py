@@ -23,18 +23,46 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from selfsup.runtime import machine_line  # noqa: E402
 
-COMMON = ["--backbone", "resnet10", "--epochs", "1", "--batch-size", "128", "--set", "knn_queries=2000",
-          "--set", "warmup_epochs=0.1"]
+COMMON = [
+    "--backbone",
+    "resnet10",
+    "--epochs",
+    "1",
+    "--batch-size",
+    "128",
+    "--set",
+    "knn_queries=2000",
+    "--set",
+    "warmup_epochs=0.1",
+]
 SGD = ["--set", "optimizer=sgd", "--set", "base_lr=0.7", "--set", "weight_decay=5e-4"]
 
 VARIANTS: dict[str, list[str]] = {
     "sgd_ref": [*SGD, "--set", "aug.crop_scale=0.2,1.0"],
-    "lars_lr1": ["--set", "optimizer=lars", "--set", "base_lr=1.0", "--set", "weight_decay=1e-6",
-                 "--set", "aug.crop_scale=0.2,1.0"],
+    "lars_lr1": [
+        "--set",
+        "optimizer=lars",
+        "--set",
+        "base_lr=1.0",
+        "--set",
+        "weight_decay=1e-6",
+        "--set",
+        "aug.crop_scale=0.2,1.0",
+    ],
     "tau01": [*SGD, "--set", "aug.crop_scale=0.2,1.0", "--set", "temperature=0.1"],
     "bs64": [*SGD, "--set", "aug.crop_scale=0.2,1.0", "--batch-size", "64"],
-    "vicreg_lars": ["--method", "vicreg", "--set", "optimizer=lars", "--set", "base_lr=0.6",
-                    "--set", "weight_decay=1e-6", "--set", "aug.crop_scale=0.2,1.0"],
+    "vicreg_lars": [
+        "--method",
+        "vicreg",
+        "--set",
+        "optimizer=lars",
+        "--set",
+        "base_lr=0.6",
+        "--set",
+        "weight_decay=1e-6",
+        "--set",
+        "aug.crop_scale=0.2,1.0",
+    ],
     "crop04": [*SGD, "--set", "aug.crop_scale=0.4,1.0"],
     "crop05": [*SGD, "--set", "aug.crop_scale=0.5,1.0"],
     "crop06": [*SGD, "--set", "aug.crop_scale=0.6,1.0"],
@@ -49,10 +77,16 @@ def run(name: str, extra: list[str], root: Path) -> dict:
     cmd = [sys.executable, "-m", "selfsup", "pretrain", "--out", str(out), "--no-progress", *COMMON, *extra]
     subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
     summary = json.loads((out / "summary.json").read_text())
-    return {"variant": name, "knn_init": summary["initial_knn_top1"], "knn_after_1_epoch": summary["final_knn_top1"],
-            "wall_time_s": summary["wall_time_s"], "images_per_s": summary["images_per_s"],
-            "precision": summary.get("precision"), "channels_last": summary.get("channels_last"),
-            "machine": summary.get("machine")}
+    return {
+        "variant": name,
+        "knn_init": summary["initial_knn_top1"],
+        "knn_after_1_epoch": summary["final_knn_top1"],
+        "wall_time_s": summary["wall_time_s"],
+        "images_per_s": summary["images_per_s"],
+        "precision": summary.get("precision"),
+        "channels_last": summary.get("channels_last"),
+        "machine": summary.get("machine"),
+    }
 
 
 def main() -> None:
@@ -72,9 +106,11 @@ def main() -> None:
             rows.append(run(name, VARIANTS[name], Path(tmp)))
             if not args.json:
                 r = rows[-1]
-                print(f"{name:16} init {r['knn_init']:.4f}  after 1 epoch {r['knn_after_1_epoch']:.4f}  "
-                      f"gain {100 * (r['knn_after_1_epoch'] - r['knn_init']):+.1f} pt  {r['wall_time_s']:.0f} s",
-                      flush=True)
+                print(
+                    f"{name:16} init {r['knn_init']:.4f}  after 1 epoch {r['knn_after_1_epoch']:.4f}  "
+                    f"gain {100 * (r['knn_after_1_epoch'] - r['knn_init']):+.1f} pt  {r['wall_time_s']:.0f} s",
+                    flush=True,
+                )
     if args.json:
         print(json.dumps(rows, indent=2))
 

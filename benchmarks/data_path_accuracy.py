@@ -28,16 +28,30 @@ from selfsup.runtime import machine_line  # noqa: E402
 
 COMPARISONS = {
     # name: [(label, --set overrides)]; the first variant is the one under test, the second the reference
-    "data_path": [("batched", {"data_path": "batched"}),
-                  ("per-image", {"data_path": "per-image", "num_workers": "2"})],
+    "data_path": [("batched", {"data_path": "batched"}), ("per-image", {"data_path": "per-image", "num_workers": "2"})],
     "precision": [("bf16", {"precision": "bf16"}), ("fp32", {"precision": "fp32"})],
 }
 
 
 def run_variant(out: Path, label: str, seed: int, args: argparse.Namespace, sets: dict[str, str]) -> dict:
     run_dir = out / f"{label}-seed{seed}"
-    pretrain = [sys.executable, "-m", "selfsup", "pretrain", "--method", args.method, "--dataset", args.dataset,
-                "--preset", "cpu", "--seed", str(seed), "--out", str(run_dir), "--no-progress"]
+    pretrain = [
+        sys.executable,
+        "-m",
+        "selfsup",
+        "pretrain",
+        "--method",
+        args.method,
+        "--dataset",
+        args.dataset,
+        "--preset",
+        "cpu",
+        "--seed",
+        str(seed),
+        "--out",
+        str(run_dir),
+        "--no-progress",
+    ]
     if args.epochs:
         pretrain += ["--epochs", str(args.epochs)]
     if args.data_dir:
@@ -49,13 +63,23 @@ def run_variant(out: Path, label: str, seed: int, args: argparse.Namespace, sets
         subprocess.run(pretrain, check=True)
     summary = json.loads((run_dir / "summary.json").read_text())
     if not (run_dir / "eval.json").exists():
-        subprocess.run([sys.executable, "-m", "selfsup", "eval", str(run_dir), "--protocol", "knn",
-                        "--no-baselines", "--json"], check=True, stdout=subprocess.DEVNULL)
+        subprocess.run(
+            [sys.executable, "-m", "selfsup", "eval", str(run_dir), "--protocol", "knn", "--no-baselines", "--json"],
+            check=True,
+            stdout=subprocess.DEVNULL,
+        )
     evaluation = json.loads((run_dir / "eval.json").read_text())
     knn = {k: v for k, v in evaluation.items() if k.startswith("knn") and isinstance(v, float)}
-    return {"variant": label, "seed": seed, "run_dir": str(run_dir), "wall_time_s": summary["wall_time_s"],
-            "images_per_s": summary["images_per_s"], "final_loss": summary["final_loss"],
-            "knn_monitor": summary.get("final_knn_top1"), **knn}
+    return {
+        "variant": label,
+        "seed": seed,
+        "run_dir": str(run_dir),
+        "wall_time_s": summary["wall_time_s"],
+        "images_per_s": summary["images_per_s"],
+        "final_loss": summary["final_loss"],
+        "knn_monitor": summary.get("final_knn_top1"),
+        **knn,
+    }
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -66,23 +90,31 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--data-dir", default=None)
     parser.add_argument("--epochs", type=int, default=None, help="default: the cpu preset's")
     parser.add_argument("--seeds", default="0", help="comma-separated seeds; each runs every variant")
-    parser.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
-                        help="extra settings for every variant")
+    parser.add_argument(
+        "--set", dest="sets", action="append", default=[], metavar="KEY=VALUE", help="extra settings for every variant"
+    )
     parser.add_argument("--out", default="runs/accuracy-parity")
     args = parser.parse_args(argv)
     out = Path(args.out) / args.compare
     out.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
-    rows = [run_variant(out, label, int(seed), args, sets)
-            for seed in args.seeds.split(",") for label, sets in COMPARISONS[args.compare]]
+    rows = [
+        run_variant(out, label, int(seed), args, sets)
+        for seed in args.seeds.split(",")
+        for label, sets in COMPARISONS[args.compare]
+    ]
     (out / "parity.json").write_text(json.dumps(rows, indent=2) + "\n")
     keys = [k for k in rows[0] if k.startswith("knn")]
-    print(f"\n{args.method} on {args.dataset}, cpu preset, {args.compare}: "
-          f"{(time.perf_counter() - started) / 60:.1f} min on {machine_line()}")
+    print(
+        f"\n{args.method} on {args.dataset}, cpu preset, {args.compare}: "
+        f"{(time.perf_counter() - started) / 60:.1f} min on {machine_line()}"
+    )
     print(f"{'variant':<10}{'seed':>5}{'images/s':>10}{'final loss':>12}" + "".join(f"{k:>16}" for k in keys))
     for r in rows:
-        print(f"{r['variant']:<10}{r['seed']:>5}{r['images_per_s']:>10.0f}{r['final_loss']:>12.4f}"
-              + "".join(f"{r.get(k, float('nan')):>16.4f}" for k in keys))
+        print(
+            f"{r['variant']:<10}{r['seed']:>5}{r['images_per_s']:>10.0f}{r['final_loss']:>12.4f}"
+            + "".join(f"{r.get(k, float('nan')):>16.4f}" for k in keys)
+        )
 
 
 if __name__ == "__main__":

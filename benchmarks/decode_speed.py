@@ -70,15 +70,30 @@ def run(width: int, height: int, count: int) -> list[dict]:
             rates = {}
             for draft in (False, True):
                 generator = torch.Generator().manual_seed(0)
-                rates[draft] = best_rate(partial(crop_views, specs=specs, cfg=cfg, channels=3, generator=generator,
-                                                 use_draft=draft), paths)
-            rows.append({"path": "stream", "size": size, "no_draft_images_per_s": round(rates[False], 1),
-                         "draft_images_per_s": round(rates[True], 1), "speedup": round(rates[True] / rates[False], 2)})
+                rates[draft] = best_rate(
+                    partial(crop_views, specs=specs, cfg=cfg, channels=3, generator=generator, use_draft=draft), paths
+                )
+            rows.append(
+                {
+                    "path": "stream",
+                    "size": size,
+                    "no_draft_images_per_s": round(rates[False], 1),
+                    "draft_images_per_s": round(rates[True], 1),
+                    "speedup": round(rates[True] / rates[False], 2),
+                }
+            )
             stored = stored_size(size)
             for draft in (False, True):
                 rates[draft] = best_rate(partial(decode_square, size=stored, channels=3, use_draft=draft), paths)
-            rows.append({"path": "cache", "size": stored, "no_draft_images_per_s": round(rates[False], 1),
-                         "draft_images_per_s": round(rates[True], 1), "speedup": round(rates[True] / rates[False], 2)})
+            rows.append(
+                {
+                    "path": "cache",
+                    "size": stored,
+                    "no_draft_images_per_s": round(rates[False], 1),
+                    "draft_images_per_s": round(rates[True], 1),
+                    "speedup": round(rates[True] / rates[False], 2),
+                }
+            )
     return rows
 
 
@@ -97,8 +112,10 @@ def main(argv: list[str] | None = None) -> None:
     print(f"{args.images} JPEGs of {args.width}x{args.height}, one core, images/s (best of 3)")
     print(f"{'path':<8}{'size':>6}{'no draft':>10}{'draft':>10}{'speed-up':>10}")
     for r in rows:
-        print(f"{r['path']:<8}{r['size']:>6}{r['no_draft_images_per_s']:>10.0f}{r['draft_images_per_s']:>10.0f}"
-              f"{r['speedup']:>10.2f}")
+        print(
+            f"{r['path']:<8}{r['size']:>6}{r['no_draft_images_per_s']:>10.0f}{r['draft_images_per_s']:>10.0f}"
+            f"{r['speedup']:>10.2f}"
+        )
 
 
 if __name__ == "__main__":

@@ -30,8 +30,7 @@ def trial(method: str, preset: str, sets: dict[str, str]) -> dict:
     from selfsup.engine.trainer import Trainer
     from selfsup.presets import resolve_config
 
-    cfg = resolve_config(method, preset, sets={"knn_every": "0", "precision": "auto", "channels_last": "auto",
-                                               **sets})
+    cfg = resolve_config(method, preset, sets={"knn_every": "0", "precision": "auto", "channels_last": "auto", **sets})
     with tempfile.TemporaryDirectory() as tmp:
         trainer = Trainer(cfg, Path(tmp))
         trainer.setup()
@@ -40,14 +39,28 @@ def trial(method: str, preset: str, sets: dict[str, str]) -> dict:
     worst = 0.0
     for c in record.get("candidates", []):
         if c["candidate"].startswith("bf16") and reference:
-            worst = max([worst] + [abs(a - b) / (autotune.LOSS_TOLERANCE * abs(b) + autotune.LOSS_FLOOR)
-                                   for a, b in zip(c["losses"], reference)])
+            worst = max(
+                [worst]
+                + [
+                    abs(a - b) / (autotune.LOSS_TOLERANCE * abs(b) + autotune.LOSS_FLOOR)
+                    for a, b in zip(c["losses"], reference)
+                ]
+            )
     local_batch = cfg.batch_size
-    return {"method": method, "preset": preset, "backbone": f"{cfg.backbone}/{cfg.stem}",
-            "batch_size": local_batch, "chosen": record.get("chosen", f"{cfg.precision}/{cfg.channels_last}"),
-            "images_per_s": {c["candidate"]: round(local_batch / c["seconds_per_step"], 1)
-                             for c in record.get("candidates", []) if c["seconds_per_step"] != float("inf")},
-            "bf16_loss_difference_over_allowed": round(worst, 5), "machine": runtime.machine()}
+    return {
+        "method": method,
+        "preset": preset,
+        "backbone": f"{cfg.backbone}/{cfg.stem}",
+        "batch_size": local_batch,
+        "chosen": record.get("chosen", f"{cfg.precision}/{cfg.channels_last}"),
+        "images_per_s": {
+            c["candidate"]: round(local_batch / c["seconds_per_step"], 1)
+            for c in record.get("candidates", [])
+            if c["seconds_per_step"] != float("inf")
+        },
+        "bf16_loss_difference_over_allowed": round(worst, 5),
+        "machine": runtime.machine(),
+    }
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -69,8 +82,10 @@ def main(argv: list[str] | None = None) -> None:
     rows = []
     if not args.json:
         print(f"machine: {machine_line()}")
-        print(f"{'method':<12}{'fp32/contig':>12}{'fp32/cl':>10}{'bf16/contig':>12}{'bf16/cl':>10}"
-              f"{'bf16 diff/allowed':>19}  chosen")
+        print(
+            f"{'method':<12}{'fp32/contig':>12}{'fp32/cl':>10}{'bf16/contig':>12}{'bf16/cl':>10}"
+            f"{'bf16 diff/allowed':>19}  chosen"
+        )
     for method in methods:
         command = [sys.executable, __file__, "--worker", "--methods", method, "--preset", args.preset]
         for item in args.sets:
@@ -83,8 +98,10 @@ def main(argv: list[str] | None = None) -> None:
         rows.append(row)
         if not args.json:
             speeds = row["images_per_s"]
-            cells = [speeds.get(k) for k in ("fp32/contiguous", "fp32/channels_last", "bf16/contiguous",
-                                              "bf16/channels_last")]
+            cells = [
+                speeds.get(k)
+                for k in ("fp32/contiguous", "fp32/channels_last", "bf16/contiguous", "bf16/channels_last")
+            ]
             text = "".join(f"{c:>{w}.0f}" if c else f"{'-':>{w}}" for c, w in zip(cells, (12, 10, 12, 10)))
             print(f"{method:<12}{text}{row['bf16_loss_difference_over_allowed']:>19.4f}  {row['chosen']}", flush=True)
     if args.json:

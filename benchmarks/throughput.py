@@ -52,8 +52,11 @@ from selfsup import runtime  # noqa: E402
 
 SETTINGS = {
     "cpu": {"preset": "cpu", "sets": {}},
-    "cifar": {"preset": "small", "dataset": "cifar10",
-              "sets": {"backbone": "resnet18", "stem": "cifar", "batch_size": "256", "aug.image_size": "32"}},
+    "cifar": {
+        "preset": "small",
+        "dataset": "cifar10",
+        "sets": {"backbone": "resnet18", "stem": "cifar", "batch_size": "256", "aug.image_size": "32"},
+    },
 }
 CONVENTIONAL = {"data_path": "per-image", "channels_last": "false", "precision": "fp32"}
 
@@ -71,8 +74,15 @@ def synthetic_rgb(n: int = 50000, size: int = 32, seed: int = 0):
     from augment_speed import make_images
 
     images = torch.cat([make_images(min(5000, n - i), 3, size, seed + i) for i in range(0, n, 5000)])
-    return ImageDataset(name="synthetic-rgb", channels=3, mean=[0.5] * 3, std=[0.25] * 3, images=images,
-                        labels=torch.zeros(n, dtype=torch.long), classes=["none"])
+    return ImageDataset(
+        name="synthetic-rgb",
+        channels=3,
+        mean=[0.5] * 3,
+        std=[0.25] * 3,
+        images=images,
+        labels=torch.zeros(n, dtype=torch.long),
+        classes=["none"],
+    )
 
 
 def _use_synthetic_if_missing(dataset: str) -> str:
@@ -89,8 +99,9 @@ def _use_synthetic_if_missing(dataset: str) -> str:
         return "synthetic-rgb"
 
 
-def measure(method: str, setting: str, pipeline: str, steps: int, rounds: int, warmup: int,
-            sets: dict[str, str]) -> dict:
+def measure(
+    method: str, setting: str, pipeline: str, steps: int, rounds: int, warmup: int, sets: dict[str, str]
+) -> dict:
     """One measurement in this process: (a) and (b) for ``ours``, (c) for ``conventional``."""
     from selfsup.engine.trainer import Trainer
     from selfsup.presets import resolve_config
@@ -151,18 +162,29 @@ def measure(method: str, setting: str, pipeline: str, steps: int, rounds: int, w
             faults += after.ru_minflt - before.ru_minflt
             sys_time += after.ru_stime - before.ru_stime
         images = steps * rounds * cfg.batch_size
-        row = {"method": method, "setting": setting, "pipeline": pipeline, "dataset": dataset or cfg.dataset,
-               "backbone": f"{cfg.backbone}/{cfg.stem}", "image_size": trainer.image_size,
-               "batch_size": cfg.batch_size, "device": str(device),
-               "precision": cfg.precision,
-               "channels_last": trainer.channels_last, "compile": cfg.compile,
-               "allocator_fix": runtime.freed_memory_kept(), "data_path": type(trainer.pipeline).__name__,
-               "full_images_per_s": round(images / full_time, 2),
-               "minor_faults_per_step": round(faults / (steps * rounds)),
-               "kernel_cpu_share": round(sys_time / max(full_cpu, 1e-9), 3),
-               "full_cpu_seconds_per_step": round(full_cpu / (steps * rounds), 3),
-               "peak_rss_mib": round(runtime.peak_rss_mib(), 1), "peak_gpu_mib": runtime.peak_gpu_mib(device),
-               "runtime_trial": trainer.runtime_trial, "machine": runtime.machine()}
+        row = {
+            "method": method,
+            "setting": setting,
+            "pipeline": pipeline,
+            "dataset": dataset or cfg.dataset,
+            "backbone": f"{cfg.backbone}/{cfg.stem}",
+            "image_size": trainer.image_size,
+            "batch_size": cfg.batch_size,
+            "device": str(device),
+            "precision": cfg.precision,
+            "channels_last": trainer.channels_last,
+            "compile": cfg.compile,
+            "allocator_fix": runtime.freed_memory_kept(),
+            "data_path": type(trainer.pipeline).__name__,
+            "full_images_per_s": round(images / full_time, 2),
+            "minor_faults_per_step": round(faults / (steps * rounds)),
+            "kernel_cpu_share": round(sys_time / max(full_cpu, 1e-9), 3),
+            "full_cpu_seconds_per_step": round(full_cpu / (steps * rounds), 3),
+            "peak_rss_mib": round(runtime.peak_rss_mib(), 1),
+            "peak_gpu_mib": runtime.peak_gpu_mib(device),
+            "runtime_trial": trainer.runtime_trial,
+            "machine": runtime.machine(),
+        }
         if pipeline == "ours":
             row["model_only_images_per_s"] = round(images / model_time, 2)
             row["model_only_cpu_seconds_per_step"] = round(model_cpu / (steps * rounds), 3)
@@ -173,8 +195,22 @@ def run_subprocess(method: str, setting: str, pipeline: str, args: argparse.Name
     env = dict(os.environ)
     if pipeline == "conventional" or args.no_allocator_fix:
         env["SELFSUP_NO_MALLOPT"] = "1"
-    command = [sys.executable, __file__, "--worker", pipeline, "--methods", method, "--settings", setting,
-               "--steps", str(args.steps), "--rounds", str(args.rounds), "--warmup", str(args.warmup)]
+    command = [
+        sys.executable,
+        __file__,
+        "--worker",
+        pipeline,
+        "--methods",
+        method,
+        "--settings",
+        setting,
+        "--steps",
+        str(args.steps),
+        "--rounds",
+        str(args.rounds),
+        "--warmup",
+        str(args.warmup),
+    ]
     for item in args.sets + ([f"num_workers={args.workers}"] if pipeline == "conventional" else []):
         command += ["--set", item]
     done = subprocess.run(command, env=env, capture_output=True, text=True)
@@ -188,37 +224,55 @@ def combine(ours: dict, conventional: dict | None) -> dict:
     row["ours_over_model_only"] = round(ours["full_images_per_s"] / ours["model_only_images_per_s"], 3)
     # the same ratio from this process's CPU time: robust to other processes on a shared machine (the
     # batched path has no worker processes, so its CPU time is all of its work)
-    row["ours_over_model_only_cpu_time"] = round(ours["model_only_cpu_seconds_per_step"]
-                                                 / ours["full_cpu_seconds_per_step"], 3)
+    row["ours_over_model_only_cpu_time"] = round(
+        ours["model_only_cpu_seconds_per_step"] / ours["full_cpu_seconds_per_step"], 3
+    )
     if conventional:
         row["conventional_images_per_s"] = conventional["full_images_per_s"]
         row["ours_over_conventional"] = round(ours["full_images_per_s"] / conventional["full_images_per_s"], 3)
-        row["conventional"] = {k: conventional[k] for k in ("peak_rss_mib", "peak_gpu_mib", "minor_faults_per_step",
-                                                             "kernel_cpu_share", "precision", "channels_last",
-                                                             "allocator_fix", "data_path")}
+        row["conventional"] = {
+            k: conventional[k]
+            for k in (
+                "peak_rss_mib",
+                "peak_gpu_mib",
+                "minor_faults_per_step",
+                "kernel_cpu_share",
+                "precision",
+                "channels_last",
+                "allocator_fix",
+                "data_path",
+            )
+        }
     return row
 
 
 def print_table(rows: list[dict], header: bool = True) -> None:
     if header:
-        print(f"{'method':<10}{'setting':<8}{'device':<8}{'(a) model':>10}{'(b) ours':>10}{'(c) conv':>10}"
-              f"{'(b)/(a)':>9}{'cpu-time':>9}{'(b)/(c)':>9}{'RSS b/c MiB':>16}{'faults/step b/c':>18}{'GPU MiB':>9}")
+        print(
+            f"{'method':<10}{'setting':<8}{'device':<8}{'(a) model':>10}{'(b) ours':>10}{'(c) conv':>10}"
+            f"{'(b)/(a)':>9}{'cpu-time':>9}{'(b)/(c)':>9}{'RSS b/c MiB':>16}{'faults/step b/c':>18}{'GPU MiB':>9}"
+        )
     for r in rows:
         conv = r.get("conventional") or {}
         rss = f"{r['peak_rss_mib']:.0f}/{conv.get('peak_rss_mib', float('nan')):.0f}"
         faults = f"{r['minor_faults_per_step']}/{conv.get('minor_faults_per_step', '-')}"
         gpu = f"{r['peak_gpu_mib']:.0f}" if r.get("peak_gpu_mib") else "-"
-        print(f"{r['method']:<10}{r['setting']:<8}{r['device']:<8}{r['model_only_images_per_s']:>10.1f}"
-              f"{r['full_images_per_s']:>10.1f}{r.get('conventional_images_per_s', float('nan')):>10.1f}"
-              f"{r['ours_over_model_only']:>9.3f}{r['ours_over_model_only_cpu_time']:>9.3f}"
-              f"{r.get('ours_over_conventional', float('nan')):>9.2f}"
-              f"{rss:>16}{faults:>18}{gpu:>9}", flush=True)
+        print(
+            f"{r['method']:<10}{r['setting']:<8}{r['device']:<8}{r['model_only_images_per_s']:>10.1f}"
+            f"{r['full_images_per_s']:>10.1f}{r.get('conventional_images_per_s', float('nan')):>10.1f}"
+            f"{r['ours_over_model_only']:>9.3f}{r['ours_over_model_only_cpu_time']:>9.3f}"
+            f"{r.get('ours_over_conventional', float('nan')):>9.2f}"
+            f"{rss:>16}{faults:>18}{gpu:>9}",
+            flush=True,
+        )
 
 
 def describe(row: dict) -> str:
-    return (f"ours: {row['precision']}, channels_last={row['channels_last']}, compile={row['compile']}, "
-            f"allocator fix={row['allocator_fix']}, {row['data_path']}; conventional: fp32, contiguous, "
-            "no allocator fix, PerImagePipeline with workers")
+    return (
+        f"ours: {row['precision']}, channels_last={row['channels_last']}, compile={row['compile']}, "
+        f"allocator fix={row['allocator_fix']}, {row['data_path']}; conventional: fp32, contiguous, "
+        "no allocator fix, PerImagePipeline with workers"
+    )
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -230,10 +284,20 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--steps", type=int, default=2, help="steps per timed round")
     parser.add_argument("--rounds", type=int, default=4, help="alternating rounds of (a) and (b)")
     parser.add_argument("--warmup", type=int, default=2, help="untimed steps first")
-    parser.add_argument("--workers", type=int, default=min(8, os.cpu_count() or 2),
-                        help="DataLoader workers of the conventional pipeline (default: one per core, at most 8)")
-    parser.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
-                        help="settings for (a) and (b), e.g. precision=fp32, compile=true")
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=min(8, os.cpu_count() or 2),
+        help="DataLoader workers of the conventional pipeline (default: one per core, at most 8)",
+    )
+    parser.add_argument(
+        "--set",
+        dest="sets",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="settings for (a) and (b), e.g. precision=fp32, compile=true",
+    )
     parser.add_argument("--skip-conventional", action="store_true", help="measure (a) and (b) only")
     parser.add_argument("--no-allocator-fix", action="store_true", help="(a) and (b) without the allocator fix")
     parser.add_argument("--json", action="store_true")
@@ -255,8 +319,7 @@ def main(argv: list[str] | None = None) -> None:
         for method in methods:
             try:
                 ours = run_subprocess(method, setting, "ours", args)
-                conventional = None if args.skip_conventional else run_subprocess(method, setting, "conventional",
-                                                                                   args)
+                conventional = None if args.skip_conventional else run_subprocess(method, setting, "conventional", args)
             except RuntimeError as err:  # one broken method does not stop the others
                 print(err, file=sys.stderr)
                 continue

@@ -49,6 +49,7 @@ def atomic_write_text(text: str, path: str | Path) -> None:
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"no checkpoint at {path}; train first with `selfsup pretrain --out "
-                                f"{path.parent.parent}`")
+        raise FileNotFoundError(
+            f"no checkpoint at {path}; train first with `selfsup pretrain --out {path.parent.parent}`"
+        )
     return torch.load(path, map_location=map_location, weights_only=False)

@@ -250,8 +250,9 @@ def coerce(value: Any, annotation: Any, key: str) -> Any:
                 return int(float(number))
             return float(number)
         except (TypeError, ValueError):
-            raise ConfigError(f"{key} expects a{'n integer' if annotation is int else ' number'}, "
-                              f"got {value!r}") from None
+            raise ConfigError(
+                f"{key} expects a{'n integer' if annotation is int else ' number'}, got {value!r}"
+            ) from None
     if origin is tuple:
         items = value
         if isinstance(value, str):
@@ -294,8 +295,7 @@ def apply_overrides(cfg: TrainConfig, overrides: dict[str, Any], method_args_cls
         if key.startswith(("aug.", "augment.")):
             name = key.split(".", 1)[1]
             if name not in aug:
-                raise ConfigError(f"unknown augmentation key {raw_key!r}. Valid: "
-                                  + ", ".join(f"aug.{k}" for k in aug))
+                raise ConfigError(f"unknown augmentation key {raw_key!r}. Valid: " + ", ".join(f"aug.{k}" for k in aug))
             setattr(cfg.augment, name, coerce(value, aug[name], raw_key))
         elif key.startswith("method."):
             name = key.split(".", 1)[1]

@@ -77,7 +77,7 @@ class _GatherWithGrad(torch.autograd.Function):
         grad = grad.contiguous()
         dist.all_reduce(grad, op=dist.ReduceOp.SUM)
         start = rank() * ctx.local_size
-        return grad[start: start + ctx.local_size]
+        return grad[start : start + ctx.local_size]
 
 
 def gather(tensor: torch.Tensor, with_grad: bool = True) -> torch.Tensor:
@@ -109,4 +109,3 @@ def all_reduce_mean(tensor: torch.Tensor) -> torch.Tensor:
         dist.all_reduce(tensor, op=dist.ReduceOp.SUM)
         tensor /= world_size()
     return tensor
-

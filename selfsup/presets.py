@@ -28,27 +28,57 @@ PRESETS = ("imagenet", "small", "cpu")
 
 PRESET_BASES: dict[str, dict[str, Any]] = {
     "imagenet": {
-        "backbone": "resnet50", "stem": "imagenet", "optimizer": "lars", "warmup_epochs": 10,
-        "schedule": "warmup_cosine", "knn_every": 10,
+        "backbone": "resnet50",
+        "stem": "imagenet",
+        "optimizer": "lars",
+        "warmup_epochs": 10,
+        "schedule": "warmup_cosine",
+        "knn_every": 10,
     },
     "small": {
-        "backbone": "resnet18", "stem": "cifar", "optimizer": "lars", "warmup_epochs": 10,
-        "schedule": "warmup_cosine", "batch_size": 256, "knn_every": 10,
+        "backbone": "resnet18",
+        "stem": "cifar",
+        "optimizer": "lars",
+        "warmup_epochs": 10,
+        "schedule": "warmup_cosine",
+        "batch_size": 256,
+        "knn_every": 10,
     },
     "cpu": {
         # Measured in docs/cpu-preset.md: the fastest setting found that beats the random-init encoder
         # and raw pixels on Fashion-MNIST kNN within the demo's 10-minute training budget on 2 cores.
-        "backbone": "resnet10", "stem": "imagenet", "batch_size": 128, "epochs": 8,
-        "optimizer": "sgd", "base_lr": 0.7, "weight_decay": 5e-4, "warmup_epochs": 0.1,
-        "schedule": "warmup_cosine", "knn_every": 1,
-        "aug.image_size": 32, "aug.crop_scale": (0.5, 1.0), "aug.blur_prob": (0.0,),
+        "backbone": "resnet10",
+        "stem": "imagenet",
+        "batch_size": 128,
+        "epochs": 8,
+        "optimizer": "sgd",
+        "base_lr": 0.7,
+        "weight_decay": 5e-4,
+        "warmup_epochs": 0.1,
+        "schedule": "warmup_cosine",
+        "knn_every": 1,
+        "aug.image_size": 32,
+        "aug.crop_scale": (0.5, 1.0),
+        "aug.blur_prob": (0.0,),
         "aug.solarize_prob": (0.0,),
     },
 }
 
 
-TABLE_ORDER = ("cpc", "dim", "amdim", "moco", "simclr", "swav", "byol", "simsiam", "wmse", "tico", "vicreg",
-               "barlowtwins")
+TABLE_ORDER = (
+    "cpc",
+    "dim",
+    "amdim",
+    "moco",
+    "simclr",
+    "swav",
+    "byol",
+    "simsiam",
+    "wmse",
+    "tico",
+    "vicreg",
+    "barlowtwins",
+)
 """The order of the methods in the recipe table and the reports: roughly by publication, mutual-information
 methods first, then contrastive, clustering, distillation and redundancy-reduction methods."""
 
@@ -88,8 +118,9 @@ def preset_overrides(method: type[Method], preset: str, variant: str | None = No
     return {**PRESET_BASES[preset], **method.presets.get(preset, {}), **extra}
 
 
-def resolve_config(method: str, preset: str = "cpu", flags: dict[str, Any] | None = None,
-                   sets: dict[str, Any] | None = None) -> TrainConfig:
+def resolve_config(
+    method: str, preset: str = "cpu", flags: dict[str, Any] | None = None, sets: dict[str, Any] | None = None
+) -> TrainConfig:
     """Build the full :class:`TrainConfig` for ``method`` at ``preset``.
 
     ``flags`` are explicit CLI flags (``epochs``, ``batch_size``, ``dataset`` ...) and ``sets``
@@ -111,9 +142,11 @@ def resolve_config(method: str, preset: str = "cpu", flags: dict[str, Any] | Non
 def validate(cfg: TrainConfig) -> None:
     """Reject settings that cannot work, saying why."""
     if cfg.batch_size < 2:
-        raise ConfigError(f"batch_size={cfg.batch_size} is impossible: self-supervised losses compare the "
-                          "images of a batch with each other (negatives, variance, covariance), so a "
-                          "batch needs at least 2 images")
+        raise ConfigError(
+            f"batch_size={cfg.batch_size} is impossible: self-supervised losses compare the "
+            "images of a batch with each other (negatives, variance, covariance), so a "
+            "batch needs at least 2 images"
+        )
     if cfg.epochs < 1:
         raise ConfigError(f"epochs={cfg.epochs}: train for at least 1 epoch")
     if cfg.max_steps is not None and cfg.max_steps < 1:
@@ -161,5 +194,8 @@ def recipe_row(method: str, preset: str) -> dict[str, Any]:
 
 def recipe_table(preset: str) -> list[dict[str, Any]]:
     check_preset(preset)
-    return [recipe_row(name, preset) for name in method_names()
-            if not (split_variant(name)[0].variants and split_variant(name)[1] is None)]
+    return [
+        recipe_row(name, preset)
+        for name in method_names()
+        if not (split_variant(name)[0].variants and split_variant(name)[1] is None)
+    ]

@@ -39,10 +39,13 @@ class ExportError(ValueError):
 def backbone_state_dict(run_dir: str | Path) -> dict[str, torch.Tensor]:
     """The backbone's weights from the run's last checkpoint, keys as in a torchvision ResNet."""
     state = RunFolder(run_dir).read_checkpoint()["method"]
-    weights = {k[len(PREFIX):]: v.detach().cpu().contiguous().clone() for k, v in state.items() if k.startswith(PREFIX)}
+    weights = {
+        k[len(PREFIX) :]: v.detach().cpu().contiguous().clone() for k, v in state.items() if k.startswith(PREFIX)
+    }
     if not weights:
-        raise ExportError(f"the checkpoint of {run_dir} has no '{PREFIX}*' weights: only torchvision ResNet "
-                          "backbones can be exported")
+        raise ExportError(
+            f"the checkpoint of {run_dir} has no '{PREFIX}*' weights: only torchvision ResNet backbones can be exported"
+        )
     return weights
 
 
@@ -69,8 +72,10 @@ def run_preprocessing(cfg: TrainConfig) -> Preprocessing:
         except DatasetNotFoundError:  # e.g. an image folder too small to hold a test split out
             dataset = load_dataset(cfg.dataset, "pretrain", cfg.data_dir)
     except Exception as err:  # any failure: say what is missing
-        raise ExportError(f"the run's dataset {cfg.dataset!r} is needed for its normalisation statistics and "
-                          f"image size, and could not be loaded: {err}") from err
+        raise ExportError(
+            f"the run's dataset {cfg.dataset!r} is needed for its normalisation statistics and "
+            f"image size, and could not be loaded: {err}"
+        ) from err
     size = int(cfg.augment.image_size or dataset.native_size)
     return Preprocessing(size, dataset.channels, tuple(dataset.mean), tuple(dataset.std))
 
@@ -78,8 +83,9 @@ def run_preprocessing(cfg: TrainConfig) -> Preprocessing:
 # ----------------------------------------------------------------------------- export
 
 
-def torchvision_snippet(cfg: TrainConfig, channels: int, filename: str, fmt: str,
-                        prep: Preprocessing | None = None) -> str:
+def torchvision_snippet(
+    cfg: TrainConfig, channels: int, filename: str, fmt: str, prep: Preprocessing | None = None
+) -> str:
     """Python code that builds the matching torchvision ResNet and loads ``filename``, without selfsup
     (and, given ``prep``, a ``preprocess(image)`` function with the run's size and normalisation)."""
     width = 64  # conv1's output channels in every torchvision ResNet
@@ -94,8 +100,10 @@ def torchvision_snippet(cfg: TrainConfig, channels: int, filename: str, fmt: str
     else:
         raise ExportError(f"no torchvision equivalent is known for backbone {cfg.backbone!r}")
     if cfg.stem == "cifar":
-        body += [f"net.conv1 = nn.Conv2d({channels}, {width}, kernel_size=3, stride=1, padding=1, bias=False)",
-                 "net.maxpool = nn.Identity()"]
+        body += [
+            f"net.conv1 = nn.Conv2d({channels}, {width}, kernel_size=3, stride=1, padding=1, bias=False)",
+            "net.maxpool = nn.Identity()",
+        ]
     elif channels != 3:
         body.append(f"net.conv1 = nn.Conv2d({channels}, {width}, kernel_size=7, stride=2, padding=3, bias=False)")
     body.append("net.fc = nn.Identity()")
@@ -108,15 +116,21 @@ def torchvision_snippet(cfg: TrainConfig, channels: int, filename: str, fmt: str
     if prep is not None:
         size, mode = prep.image_size, "L" if prep.channels == 1 else "RGB"
         imports.append("from torchvision.transforms import v2")
-        body += ["", "", "def preprocess(image):",
-                 f'    """PIL image -> normalised ({prep.channels}, {size}, {size}) tensor, as selfsup does."""',
-                 f'    image = image.convert("{mode}")',
-                 f"    if image.size != ({size}, {size}):  # larger images: short side to {size}/0.875, centre crop",
-                 f"        side = round({size} / 0.875) if min(image.size) > {size} else {size}",
-                 f"        image = v2.CenterCrop({size})(v2.Resize(side)(image))",
-                 "    x = v2.ToDtype(torch.float32, scale=True)(v2.ToImage()(image))",
-                 f"    return v2.Normalize(mean={list(prep.mean)}, std={list(prep.std)})(x)", "", "",
-                 "# with torch.no_grad(): features = net(torch.stack([preprocess(img) for img in images]))"]
+        body += [
+            "",
+            "",
+            "def preprocess(image):",
+            f'    """PIL image -> normalised ({prep.channels}, {size}, {size}) tensor, as selfsup does."""',
+            f'    image = image.convert("{mode}")',
+            f"    if image.size != ({size}, {size}):  # larger images: short side to {size}/0.875, centre crop",
+            f"        side = round({size} / 0.875) if min(image.size) > {size} else {size}",
+            f"        image = v2.CenterCrop({size})(v2.Resize(side)(image))",
+            "    x = v2.ToDtype(torch.float32, scale=True)(v2.ToImage()(image))",
+            f"    return v2.Normalize(mean={list(prep.mean)}, std={list(prep.std)})(x)",
+            "",
+            "",
+            "# with torch.no_grad(): features = net(torch.stack([preprocess(img) for img in images]))",
+        ]
     return "\n".join([*imports, "", *body])
 
 
@@ -125,10 +139,12 @@ def _out_dim(cfg: TrainConfig) -> int | None:
 
 
 def _fmt_results(evaluation: dict[str, Any]) -> list[str]:
-    rows = [("trained encoder, h (backbone)", "knn_top1_h", "linear_top1_h"),
-            ("trained encoder, z (projector)", "knn_top1_z", "linear_top1_z"),
-            ("random-init encoder, h", "random_init_knn_top1", "random_init_linear_top1"),
-            ("raw pixels", "raw_pixels_knn_top1", "raw_pixels_linear_top1")]
+    rows = [
+        ("trained encoder, h (backbone)", "knn_top1_h", "linear_top1_h"),
+        ("trained encoder, z (projector)", "knn_top1_z", "linear_top1_z"),
+        ("random-init encoder, h", "random_init_knn_top1", "random_init_linear_top1"),
+        ("raw pixels", "raw_pixels_knn_top1", "raw_pixels_linear_top1"),
+    ]
 
     def cell(key: str) -> str:
         value = evaluation.get(key)
@@ -137,13 +153,21 @@ def _fmt_results(evaluation: dict[str, Any]) -> list[str]:
     lines = ["| features | kNN top-1 (%) | linear top-1 (%) |", "|---|---|---|"]
     lines += [f"| {label} | {cell(k)} | {cell(l)} |" for label, k, l in rows if cell(k) != "–" or cell(l) != "–"]
     lines.append("")
-    lines.append(f"On {evaluation.get('test_images')} test images of {evaluation.get('dataset')} "
-                 f"({evaluation.get('train_images')} labelled training images for kNN and the linear probe).")
+    lines.append(
+        f"On {evaluation.get('test_images')} test images of {evaluation.get('dataset')} "
+        f"({evaluation.get('train_images')} labelled training images for kNN and the linear probe)."
+    )
     return lines
 
 
-def model_card(run_dir: Path, cfg: TrainConfig, weights: dict[str, torch.Tensor], export_path: Path, fmt: str,
-               prep: Preprocessing | None) -> str:
+def model_card(
+    run_dir: Path,
+    cfg: TrainConfig,
+    weights: dict[str, torch.Tensor],
+    export_path: Path,
+    fmt: str,
+    prep: Preprocessing | None,
+) -> str:
     """The Markdown model card written next to an export."""
     from selfsup.presets import schedule_text
 
@@ -155,27 +179,49 @@ def model_card(run_dir: Path, cfg: TrainConfig, weights: dict[str, torch.Tensor]
     channels = int(weights["conv1.weight"].shape[1])
     params = sum(int(t.numel()) for k, t in weights.items() if "running_" not in k and "num_batches" not in k)
     trained = summary.get("epochs")
-    lines = [f"# {cfg.backbone} encoder pretrained with {cfg.method} on {cfg.dataset}", "",
-             f"Exported by `selfsup export` from `{run_dir}` as `{export_path.name}` ({fmt}): the backbone only "
-             f"(the projector and any momentum copies are dropped), {len(weights)} tensors, {params:,} parameters.",
-             "", "## Method", "", f"- method: **{cfg.method}**" + (f" ({paper})" if paper else ""),
-             f"- settings: `{json.dumps(cfg.method_args, sort_keys=True)}`", "", "## Recipe", "",
-             f"- backbone: {cfg.backbone}, {cfg.stem} stem, {cfg.norm} norm, {channels} input channel(s)",
-             f"- epochs: {cfg.epochs}" + (f" (trained {trained:g})" if isinstance(trained, (int, float)) else ""),
-             f"- batch size: {cfg.batch_size}; optimizer: {cfg.optimizer}, peak LR {cfg.lr:.4g} "
-             f"(base {cfg.base_lr:g}, {cfg.lr_scaling} scaling), weight decay {cfg.weight_decay:g}",
-             f"- schedule: {schedule_text(cfg)}, warmup {cfg.warmup_epochs:g} epochs; seed {cfg.seed}",
-             f"- augmentation: crop scale {cfg.augment.crop_scale}, blur {cfg.augment.blur_prob}, solarize "
-             f"{cfg.augment.solarize_prob}, {cfg.augment.num_views} views", "", "## Data", "",
-             f"- dataset: {cfg.dataset}" + (f" (subset of {cfg.train_subset} images)" if cfg.train_subset else "")]
+    lines = [
+        f"# {cfg.backbone} encoder pretrained with {cfg.method} on {cfg.dataset}",
+        "",
+        f"Exported by `selfsup export` from `{run_dir}` as `{export_path.name}` ({fmt}): the backbone only "
+        f"(the projector and any momentum copies are dropped), {len(weights)} tensors, {params:,} parameters.",
+        "",
+        "## Method",
+        "",
+        f"- method: **{cfg.method}**" + (f" ({paper})" if paper else ""),
+        f"- settings: `{json.dumps(cfg.method_args, sort_keys=True)}`",
+        "",
+        "## Recipe",
+        "",
+        f"- backbone: {cfg.backbone}, {cfg.stem} stem, {cfg.norm} norm, {channels} input channel(s)",
+        f"- epochs: {cfg.epochs}" + (f" (trained {trained:g})" if isinstance(trained, (int, float)) else ""),
+        f"- batch size: {cfg.batch_size}; optimizer: {cfg.optimizer}, peak LR {cfg.lr:.4g} "
+        f"(base {cfg.base_lr:g}, {cfg.lr_scaling} scaling), weight decay {cfg.weight_decay:g}",
+        f"- schedule: {schedule_text(cfg)}, warmup {cfg.warmup_epochs:g} epochs; seed {cfg.seed}",
+        f"- augmentation: crop scale {cfg.augment.crop_scale}, blur {cfg.augment.blur_prob}, solarize "
+        f"{cfg.augment.solarize_prob}, {cfg.augment.num_views} views",
+        "",
+        "## Data",
+        "",
+        f"- dataset: {cfg.dataset}" + (f" (subset of {cfg.train_subset} images)" if cfg.train_subset else ""),
+    ]
     if prep is not None:
-        lines.append(f"- input: {prep.image_size} x {prep.image_size} px, {prep.channels} channel(s), values in "
-                     f"[0, 1] normalised with mean {list(prep.mean)} and std {list(prep.std)}")
+        lines.append(
+            f"- input: {prep.image_size} x {prep.image_size} px, {prep.channels} channel(s), values in "
+            f"[0, 1] normalised with mean {list(prep.mean)} and std {list(prep.std)}"
+        )
     lines += ["", "## Evaluation", ""]
-    lines += _fmt_results(evaluation) if evaluation else ["No `eval.json` in the run folder: run `selfsup eval "
-                                                          f"{run_dir}` and export again to include results."]
-    lines += ["", "## Load it with plain torchvision", "", "```python",
-              torchvision_snippet(cfg, channels, export_path.name, fmt, prep)]
+    lines += (
+        _fmt_results(evaluation)
+        if evaluation
+        else [f"No `eval.json` in the run folder: run `selfsup eval {run_dir}` and export again to include results."]
+    )
+    lines += [
+        "",
+        "## Load it with plain torchvision",
+        "",
+        "```python",
+        torchvision_snippet(cfg, channels, export_path.name, fmt, prep),
+    ]
     lines += ["```", ""]
     return "\n".join(lines)
 
@@ -187,8 +233,9 @@ def export_backbone(run_dir: str | Path, fmt: str = "torchvision", out: str | Pa
     run_dir = Path(run_dir)
     cfg = RunFolder(run_dir).read_config()
     if cfg.backbone not in ("resnet10", *TORCHVISION_FACTORIES):
-        raise ExportError(f"only torchvision ResNet backbones can be exported for torchvision; this run uses "
-                          f"{cfg.backbone!r}")
+        raise ExportError(
+            f"only torchvision ResNet backbones can be exported for torchvision; this run uses {cfg.backbone!r}"
+        )
     weights = backbone_state_dict(run_dir)
     path = Path(out) if out else RunFolder(run_dir).export_dir / f"{cfg.backbone}-{cfg.method}{SUFFIX[fmt]}"
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -211,8 +258,15 @@ def export_backbone(run_dir: str | Path, fmt: str = "torchvision", out: str | Pa
 OUTPUT_SUFFIXES = (".npy", ".parquet")
 
 
-def embed_folder(run_dir: str | Path, images: str | Path, out: str | Path, features: str = "h",
-                 batch_size: int = 256, device: str = "auto", progress: bool = True) -> tuple[Path, int, int]:
+def embed_folder(
+    run_dir: str | Path,
+    images: str | Path,
+    out: str | Path,
+    features: str = "h",
+    batch_size: int = 256,
+    device: str = "auto",
+    progress: bool = True,
+) -> tuple[Path, int, int]:
     """Embed every image under ``images`` with the run's encoder; returns (path, images, dimension)."""
     from selfsup import runtime
     from selfsup.augment import eval_transform
@@ -242,7 +296,7 @@ def embed_folder(run_dir: str | Path, images: str | Path, out: str | Path, featu
     chunks = []
     with tqdm(total=len(files), desc=f"embed ({features})", unit="img", disable=not progress) as bar:
         for start in range(0, len(files), batch_size):
-            batch = torch.stack([transform(_open(p, mode)) for p in files[start: start + batch_size]])
+            batch = torch.stack([transform(_open(p, mode)) for p in files[start : start + batch_size]])
             with torch.no_grad():
                 chunks.append(encode(batch.to(torch_device)).float().cpu().numpy())
             bar.update(len(batch))

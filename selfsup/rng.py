@@ -23,8 +23,11 @@ def seed_everything(seed: int) -> None:
 
 def rng_state() -> dict[str, Any]:
     """The state of every generator."""
-    state: dict[str, Any] = {"torch": torch.random.get_rng_state(), "python": random.getstate(),
-                             "numpy": np.random.get_state()}
+    state: dict[str, Any] = {
+        "torch": torch.random.get_rng_state(),
+        "python": random.getstate(),
+        "numpy": np.random.get_state(),
+    }
     if torch.cuda.is_available():
         state["cuda"] = torch.cuda.get_rng_state_all()
     return state

@@ -94,8 +94,9 @@ class RunFolder:
     def read_config(self) -> TrainConfig:
         """The run's config; a clear error when the folder is not a run."""
         if not self.is_run():
-            raise RunFolderError(f"{self.path} is not a selfsup run folder (no {CONFIG}). Pass the --out folder "
-                                 "of `selfsup pretrain`.")
+            raise RunFolderError(
+                f"{self.path} is not a selfsup run folder (no {CONFIG}). Pass the --out folder of `selfsup pretrain`."
+            )
         try:
             cfg = TrainConfig.from_dict(self.read_json(CONFIG, required=True))
         except (TypeError, ValueError) as err:

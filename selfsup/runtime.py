@@ -62,8 +62,9 @@ def precision_candidates(setting: str, device: torch.device) -> list[str]:
         raise ValueError(f"unknown precision {setting!r}. Valid: {', '.join(PRECISIONS)}")
     if setting != "auto":
         return [setting]
-    native = (device.type == "cuda" and torch.cuda.is_bf16_supported()) or \
-        (device.type == "cpu" and cpu_bf16_supported())
+    native = (device.type == "cuda" and torch.cuda.is_bf16_supported()) or (
+        device.type == "cpu" and cpu_bf16_supported()
+    )
     return ["fp32", "bf16"] if native else ["fp32"]
 
 
@@ -112,8 +113,21 @@ def keep_freed_memory() -> bool:
 
 
 class _MallInfo2(ctypes.Structure):
-    _fields_ = [(name, ctypes.c_size_t) for name in ("arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks",
-                                                     "fsmblks", "uordblks", "fordblks", "keepcost")]
+    _fields_ = [
+        (name, ctypes.c_size_t)
+        for name in (
+            "arena",
+            "ordblks",
+            "smblks",
+            "hblks",
+            "hblkhd",
+            "usmblks",
+            "fsmblks",
+            "uordblks",
+            "fordblks",
+            "keepcost",
+        )
+    ]
 
 
 def freed_memory_kept(probe_bytes: int = 64 << 20) -> bool | None:
@@ -174,8 +188,11 @@ def machine() -> dict[str, object]:
         pass
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
     info: dict[str, object] = {
-        "cpu": model, "cores": cores, "cpu_bf16": sorted(flags & {"avx512_bf16", "amx_bf16"}),
-        "cpu_bf16_native": cpu_bf16_supported(), "torch": torch.__version__,
+        "cpu": model,
+        "cores": cores,
+        "cpu_bf16": sorted(flags & {"avx512_bf16", "amx_bf16"}),
+        "cpu_bf16_native": cpu_bf16_supported(),
+        "torch": torch.__version__,
         "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
     }
     return info

@@ -86,8 +86,9 @@ def _run_steps(model: nn.Module, method: nn.Module, views: list[torch.Tensor], s
             loss /= dist.get_world_size()
         losses.append(float(loss))
     grads = {n: p.grad.detach().clone() for n, p in method.named_parameters() if p.grad is not None}
-    buffers = {n: b.detach().clone() for n, b in method.named_buffers()
-               if "running" not in n and "num_batches" not in n}
+    buffers = {
+        n: b.detach().clone() for n, b in method.named_buffers() if "running" not in n and "num_batches" not in n
+    }
     return losses, grads, buffers
 
 
@@ -115,7 +116,7 @@ def _worker(rank: int, world: int, init_file: str, out_file: str, cases: list[Ca
             method = make_method(case, gather=True)
             model = DistributedDataParallel(method, broadcast_buffers=False)
             local = case.batch // world
-            views = [v[rank * local: (rank + 1) * local] for v in global_batch(case)]
+            views = [v[rank * local : (rank + 1) * local] for v in global_batch(case)]
             results[case.label] = _run_steps(model, method, views, case.steps)
         if rank == 0:
             torch.save(results, out_file)
@@ -127,8 +128,9 @@ def two_processes(cases: list[Case], break_gather: bool = False) -> dict[str, Re
     """Results of every case run on 2 gloo processes, keyed by ``case.label``."""
     with tempfile.TemporaryDirectory() as tmp:
         init_file, out_file = os.path.join(tmp, "init"), os.path.join(tmp, "out.pt")
-        mp.start_processes(_worker, args=(2, init_file, out_file, cases, break_gather), nprocs=2, join=True,
-                           start_method="spawn")
+        mp.start_processes(
+            _worker, args=(2, init_file, out_file, cases, break_gather), nprocs=2, join=True, start_method="spawn"
+        )
         return torch.load(out_file, weights_only=False)
 
 

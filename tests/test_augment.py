@@ -44,11 +44,12 @@ def real_looking(n: int, channels: int, size: int | tuple[int, int], seed: int =
     saturated (clipped) regions, flat grey areas and a little noise."""
     h, w = (size, size) if isinstance(size, int) else size
     g = torch.Generator().manual_seed(seed)
-    x = F.interpolate(torch.rand(n, channels, 4, 4, generator=g) * 1.6 - 0.3, size=(h, w), mode="bicubic",
-                      align_corners=False)
+    x = F.interpolate(
+        torch.rand(n, channels, 4, 4, generator=g) * 1.6 - 0.3, size=(h, w), mode="bicubic", align_corners=False
+    )
     x = x + 0.03 * torch.randn(n, channels, h, w, generator=g)
     y0, x0 = h // 4, w // 3
-    x[:, :, y0: y0 + h // 3, x0: x0 + w // 3] = torch.rand(n, channels, 1, 1, generator=g)
+    x[:, :, y0 : y0 + h // 3, x0 : x0 + w // 3] = torch.rand(n, channels, 1, 1, generator=g)
     x[: n // 8, :, : h // 5, :] = 0.5  # flat grey band (zero chroma, exactly on the solarize threshold)
     return x.clamp(0, 1)
 
@@ -83,8 +84,9 @@ def test_resized_crop_flip_matches_torchvision(channels: int, in_hw: tuple[int, 
     p.flip[:8] = torch.tensor([True, False] * 4)  # make sure both branches appear
     out = B.resized_crop_flip(x, p.top, p.left, p.height, p.width, p.flip, size)
     for i in range(48):
-        ref = TF.resized_crop(x[i], int(p.top[i]), int(p.left[i]), int(p.height[i]), int(p.width[i]),
-                              [size, size], antialias=False)
+        ref = TF.resized_crop(
+            x[i], int(p.top[i]), int(p.left[i]), int(p.height[i]), int(p.width[i]), [size, size], antialias=False
+        )
         if p.flip[i]:
             ref = TF.horizontal_flip(ref)
         torch.testing.assert_close(out[i], ref, atol=TOL, rtol=0)
@@ -108,8 +110,9 @@ JITTER_CASES = [
 ]
 
 
-@pytest.mark.parametrize("ours, theirs, factor_range", JITTER_CASES, ids=["brightness", "contrast",
-                                                                          "saturation", "hue"])
+@pytest.mark.parametrize(
+    "ours, theirs, factor_range", JITTER_CASES, ids=["brightness", "contrast", "saturation", "hue"]
+)
 @pytest.mark.parametrize("channels", [1, 3])
 def test_colour_jitter_ops_match_torchvision(ours, theirs, factor_range, channels: int) -> None:
     """Per-sample factors over the full valid range (clamping to [0, 1] is exercised by factors > 1).
@@ -168,12 +171,14 @@ def test_normalize_matches_torchvision() -> None:
     torch.testing.assert_close(B.normalize_(x.clone(), mean, std), ref, atol=1e-6, rtol=0)
 
 
-def reference_view(x: torch.Tensor, p: ViewParams, i: int, size: int, cfg: AugmentConfig, channels: int
-                   ) -> tuple[torch.Tensor, torch.Tensor]:
+def reference_view(
+    x: torch.Tensor, p: ViewParams, i: int, size: int, cfg: AugmentConfig, channels: int
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Sample ``i`` through torchvision's functional ops with the batched path's parameters.
     Returns (image before solarization, normalised output)."""
-    img = TF.resized_crop(x[i], int(p.top[i]), int(p.left[i]), int(p.height[i]), int(p.width[i]),
-                          [size, size], antialias=False)
+    img = TF.resized_crop(
+        x[i], int(p.top[i]), int(p.left[i]), int(p.height[i]), int(p.width[i]), [size, size], antialias=False
+    )
     if p.flip[i]:
         img = TF.horizontal_flip(img)
     if p.jitter[i]:
@@ -199,8 +204,9 @@ def test_full_view_matches_torchvision_chain(channels: int) -> None:
     Tolerance 1e-4 after normalisation (1/std ~ 4 amplifies the 1e-5 op tolerance, and errors compound
     over up to 8 ops). Pixels within 1e-4 of the solarize threshold are skipped: a rounding-level
     difference can legitimately put them on the other side of the discontinuity."""
-    cfg = AugmentConfig(blur_prob=(0.5,), solarize_prob=(0.5,), jitter_prob=(0.9,), grayscale_prob=(0.3,),
-                        hue=0.5).resolved(32)
+    cfg = AugmentConfig(
+        blur_prob=(0.5,), solarize_prob=(0.5,), jitter_prob=(0.9,), grayscale_prob=(0.3,), hue=0.5
+    ).resolved(32)
     mean, std = stats(channels)
     aug = BatchedViewAugmenter(cfg, channels, mean, std)
     x = real_looking(48, channels, 32, seed=11)
@@ -253,8 +259,9 @@ def test_crop_distribution_matches_torchvision_get_params() -> None:
     rejects and falls back) on a 32 px image with scale (0.2, 1): two-sample z-test, 5 sigma."""
     torch.manual_seed(0)
     img = torch.zeros(1, 32, 32)
-    theirs = torch.tensor([T.RandomResizedCrop.get_params(img, [0.2, 1.0], [3 / 4, 4 / 3])
-                           for _ in range(2000)], dtype=torch.float64)
+    theirs = torch.tensor(
+        [T.RandomResizedCrop.get_params(img, [0.2, 1.0], [3 / 4, 4 / 3]) for _ in range(2000)], dtype=torch.float64
+    )
     p = augmenter().sample_params(N, 0, torch.Generator().manual_seed(2), (32, 32))
     ours = torch.stack([p.top, p.left, p.height, p.width], 1).double()
     for stat in (lambda b: b[:, 2] * b[:, 3] / 1024, lambda b: torch.log(b[:, 3] / b[:, 2])):
@@ -286,11 +293,14 @@ def test_positions_cover_all_offsets() -> None:
 def test_application_rates_follow_per_view_probabilities() -> None:
     """Asymmetric BYOL-style recipe: blur (1.0, 0.1), solarize (0.0, 0.2), flip 0.5, jitter 0.8,
     grayscale 0.2; rates within 4.5 binomial standard errors (exact for p = 0 and 1)."""
-    aug = augmenter(blur_prob=(1.0, 0.1), solarize_prob=(0.0, 0.2), flip_prob=(0.5,), jitter_prob=(0.8,),
-                    grayscale_prob=(0.2,))
+    aug = augmenter(
+        blur_prob=(1.0, 0.1), solarize_prob=(0.0, 0.2), flip_prob=(0.5,), jitter_prob=(0.8,), grayscale_prob=(0.2,)
+    )
     g = torch.Generator().manual_seed(5)
-    expected = {0: dict(flip=0.5, jitter=0.8, grayscale=0.2, blur=1.0, solarize=0.0),
-                1: dict(flip=0.5, jitter=0.8, grayscale=0.2, blur=0.1, solarize=0.2)}
+    expected = {
+        0: dict(flip=0.5, jitter=0.8, grayscale=0.2, blur=1.0, solarize=0.0),
+        1: dict(flip=0.5, jitter=0.8, grayscale=0.2, blur=0.1, solarize=0.2),
+    }
     for view, probs in expected.items():
         p = aug.sample_params(N, view, g, (32, 32))
         for name, prob in probs.items():
@@ -328,8 +338,7 @@ def test_jitter_factors_sigma_and_order() -> None:
 
 def test_shared_flip() -> None:
     """shared_flip (AMDIM): every view of an image has the same flip, at rate ~ flip_prob."""
-    aug = augmenter(1, shared_flip=True, num_views=3, crop_scale=(1.0, 1.0), crop_ratio=(1.0, 1.0),
-                    jitter_prob=(0.0,))
+    aug = augmenter(1, shared_flip=True, num_views=3, crop_scale=(1.0, 1.0), crop_ratio=(1.0, 1.0), jitter_prob=(0.0,))
     x = (torch.arange(32) * 8).to(torch.uint8).repeat(1000, 1, 32, 1)  # a horizontal ramp
     views = aug(x, torch.Generator().manual_seed(9))
     flips = [v[:, 0, 0, 0] > v[:, 0, 0, -1] for v in views]  # the ramp decreases when flipped
@@ -356,8 +365,14 @@ def test_same_seed_same_views_different_seed_different() -> None:
 
 @pytest.mark.parametrize("channels", [1, 3])
 def test_multicrop_shapes_dtypes(channels: int) -> None:
-    cfg = AugmentConfig(num_views=2, small_crops=3, small_size=12, small_crop_scale=(0.1, 0.3),
-                        blur_prob=(1.0, 0.1), solarize_prob=(0.0, 0.2)).resolved(28)
+    cfg = AugmentConfig(
+        num_views=2,
+        small_crops=3,
+        small_size=12,
+        small_crop_scale=(0.1, 0.3),
+        blur_prob=(1.0, 0.1),
+        solarize_prob=(0.0, 0.2),
+    ).resolved(28)
     mean, std = stats(channels)
     aug = BatchedViewAugmenter(cfg, channels, mean, std)
     x = as_uint8(real_looking(10, channels, 28, seed=14))

@@ -23,7 +23,11 @@ def result(candidate: Candidate, seconds: float, losses: list[float]) -> TrialRe
 
 def test_candidates_put_float32_first():
     assert autotune.candidates(["bf16", "fp32"], [False, True]) == [
-        Candidate("fp32", False), Candidate("fp32", True), Candidate("bf16", False), Candidate("bf16", True)]
+        Candidate("fp32", False),
+        Candidate("fp32", True),
+        Candidate("bf16", False),
+        Candidate("bf16", True),
+    ]
 
 
 def test_the_fastest_agreeing_candidate_wins():
@@ -53,19 +57,37 @@ def test_measure_interleaves_candidates_and_disqualifies_one_that_fails():
             if i == fail_at:
                 raise RuntimeError("the loss became nan")
             return 1.0
+
         return run
 
-    results = autotune.measure([FP32, BF16], [runner("a"), runner("b", fail_at=2)], sync=lambda: None,
-                               warmup=1, timed=3)
+    results = autotune.measure(
+        [FP32, BF16], [runner("a"), runner("b", fail_at=2)], sync=lambda: None, warmup=1, timed=3
+    )
     assert calls == [("a", 0), ("b", 0), ("a", 1), ("b", 1), ("a", 2), ("b", 2), ("a", 3)]
     assert results[0].qualifies and math.isfinite(results[0].seconds_per_step)
     assert not results[1].qualifies and "nan" in results[1].error
     assert autotune.choose(results).candidate == FP32
 
 
-TINY = ["--backbone", "resnet10", "--batch-size", "16", "--epochs", "2", "--no-progress",
-        "--set", "train_subset=64", "--set", "aug.image_size=16", "--set", "knn_every=0",
-        "--set", "hidden_dim=32", "--set", "latent_dim=16"]
+TINY = [
+    "--backbone",
+    "resnet10",
+    "--batch-size",
+    "16",
+    "--epochs",
+    "2",
+    "--no-progress",
+    "--set",
+    "train_subset=64",
+    "--set",
+    "aug.image_size=16",
+    "--set",
+    "knn_every=0",
+    "--set",
+    "hidden_dim=32",
+    "--set",
+    "latent_dim=16",
+]
 
 
 def read(run, name):
@@ -88,8 +110,21 @@ def test_auto_is_settled_recorded_and_kept_on_resume_and_leaves_the_run_untouche
     assert "runtime:" not in capsys.readouterr().out and "runtime_trial" not in read(auto, "summary.json")
     assert read(auto, "config.json")["precision"] == config["precision"]
     # the trial trained copies: the run equals one started with the chosen settings given explicitly
-    assert main(["pretrain", *TINY, "--out", str(pinned), "--set", f"precision={config['precision']}",
-                 "--set", f"channels_last={config['channels_last']}"]) == 0
+    assert (
+        main(
+            [
+                "pretrain",
+                *TINY,
+                "--out",
+                str(pinned),
+                "--set",
+                f"precision={config['precision']}",
+                "--set",
+                f"channels_last={config['channels_last']}",
+            ]
+        )
+        == 0
+    )
     assert "runtime:" not in capsys.readouterr().out
     a, b = RunFolder(auto).read_checkpoint(), RunFolder(pinned).read_checkpoint()
     for key, tensor in a["method"].items():
@@ -111,13 +146,32 @@ def test_a_precision_whose_loss_is_not_finite_is_never_chosen(tmp_path, monkeypa
     monkeypatch.setattr(SimCLR, "contrastive_loss", broken_in_bf16)
     monkeypatch.setattr("selfsup.runtime.cpu_bf16_supported", lambda: True)  # a candidate on every CPU
     run = tmp_path / "run"
-    assert main(["pretrain", *TINY, "--out", str(run), "--set", "precision=auto", "--set", "channels_last=false",
-                 "--set", "projector=none", "--max-steps", "3"]) == 0
+    assert (
+        main(
+            [
+                "pretrain",
+                *TINY,
+                "--out",
+                str(run),
+                "--set",
+                "precision=auto",
+                "--set",
+                "channels_last=false",
+                "--set",
+                "projector=none",
+                "--max-steps",
+                "3",
+            ]
+        )
+        == 0
+    )
     assert read(run, "config.json")["precision"] == "fp32"
     candidates = read(run, "summary.json")["runtime_trial"]["candidates"]
     assert [c["qualifies"] for c in candidates] == [True, False]
-    assert main(["pretrain", *TINY, "--out", str(tmp_path / "bf16"), "--set", "precision=bf16",
-                 "--set", "projector=none"]) == 1
+    assert (
+        main(["pretrain", *TINY, "--out", str(tmp_path / "bf16"), "--set", "precision=bf16", "--set", "projector=none"])
+        == 1
+    )
 
 
 @pytest.mark.parametrize("value, expected", [("true", "true"), ("off", "false"), ("AUTO", "auto"), (True, "true")])

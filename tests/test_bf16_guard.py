@@ -53,8 +53,9 @@ def test_resnet_at_16px_gets_exact_zero_gradients_where_the_kernel_only_sees_pad
         mixed = gradients(backbone, x, bf16=True)["net.layer4.0.conv1.weight"]
         assert torch.isfinite(mixed).all()
         assert torch.equal(mixed[:, :, padding_only], torch.zeros_like(mixed[:, :, padding_only]))
-        cosine = torch.nn.functional.cosine_similarity(mixed[:, :, 1, 1].flatten(), reference[:, :, 1, 1].flatten(),
-                                                       dim=0)
+        cosine = torch.nn.functional.cosine_similarity(
+            mixed[:, :, 1, 1].flatten(), reference[:, :, 1, 1].flatten(), dim=0
+        )
         assert cosine > 0.95  # bf16 everywhere upstream: close to float32, not equal
 
 

@@ -11,8 +11,8 @@ import torch.nn.functional as F
 from torch.nn.modules.batchnorm import _BatchNorm
 
 from selfsup.cli.main import main
-from selfsup.losses import byol, byol_regression, moco_infonce, moco_v3_contrastive, negative_cosine, simsiam
 from selfsup.evaluation.collapse import embedding_std
+from selfsup.losses import byol, byol_regression, moco_infonce, moco_v3_contrastive, negative_cosine, simsiam
 from selfsup.methods import METHODS, Progress
 from selfsup.methods.moco import enqueue
 from selfsup.models import build_backbone
@@ -84,7 +84,7 @@ class TestBYOLLoss:
 
     def test_batch_mean_of_the_symmetrised_sum(self):
         q1, q2, z1, z2 = (torch.randn(4, 3) for _ in range(4))
-        per_sample = [byol(q1[i:i + 1], q2[i:i + 1], z1[i:i + 1], z2[i:i + 1]).item() for i in range(4)]
+        per_sample = [byol(q1[i : i + 1], q2[i : i + 1], z1[i : i + 1], z2[i : i + 1]).item() for i in range(4)]
         assert byol(q1, q2, z1, z2).item() == pytest.approx(sum(per_sample) / 4, rel=1e-6)
 
     def test_no_gradient_reaches_the_target(self):
@@ -172,8 +172,12 @@ def test_losses_stay_in_float32_under_autocast(loss):
     g = torch.Generator().manual_seed(0)
     a, b, c, d = (torch.randn(16, 32, generator=g) for _ in range(4))
     queue = F.normalize(torch.randn(64, 32, generator=g), dim=1)
-    fn = {"byol": lambda: byol(a, b, c, d), "simsiam": lambda: simsiam(a, b, c, d),
-          "moco_infonce": lambda: moco_infonce(a, b, queue, 0.07), "moco_v3": lambda: moco_v3_contrastive(a, b, 0.2)}
+    fn = {
+        "byol": lambda: byol(a, b, c, d),
+        "simsiam": lambda: simsiam(a, b, c, d),
+        "moco_infonce": lambda: moco_infonce(a, b, queue, 0.07),
+        "moco_v3": lambda: moco_v3_contrastive(a, b, 0.2),
+    }
     reference = fn[loss]()
     with torch.autocast("cpu", dtype=torch.bfloat16):
         value = fn[loss]()
@@ -290,7 +294,8 @@ def test_simsiam_predictor_lr_stays_at_the_peak(fix):
         assert group["lr"] == pytest.approx(expected)
     assert cfg.lr == pytest.approx(0.1)
     assert sum(len(g["params"]) for g in optimizer.param_groups) == sum(
-        1 for p in method.parameters() if p.requires_grad)
+        1 for p in method.parameters() if p.requires_grad
+    )
 
 
 # ----------------------------------------------------------------------------- end to end, heads, presets
@@ -328,29 +333,56 @@ def test_heads_follow_the_official_code():
 
 def test_presets_resolve_with_the_papers_recipes():
     v3 = resolve_config("moco-v3", "imagenet")
-    assert (v3.method_args["version"], v3.method_args["temperature"], v3.optimizer, v3.batch_size) == \
-        ("v3", 1.0, "lars", 4096)
+    assert (v3.method_args["version"], v3.method_args["temperature"], v3.optimizer, v3.batch_size) == (
+        "v3",
+        1.0,
+        "lars",
+        4096,
+    )
     assert v3.lr == pytest.approx(9.6) and v3.weight_decay == 1e-6 and v3.warmup_epochs == 10
     assert v3.augment.crop_scale == (0.2, 1.0) and v3.augment.blur_prob == (1.0, 0.1)
     assert v3.augment.solarize_prob == (0.0, 0.2) and v3.method_args["momentum_cosine"]
     v1 = resolve_config("moco-v1", "imagenet")
-    assert (v1.method_args["version"], v1.method_args["temperature"], v1.method_args["queue_size"]) == \
-        ("v1", 0.07, 65536)
-    assert (v1.schedule, v1.lr_milestones, v1.optimizer, v1.lr, v1.weight_decay) == \
-        ("step", (120, 160), "sgd", 0.03, 1e-4)
+    assert (v1.method_args["version"], v1.method_args["temperature"], v1.method_args["queue_size"]) == (
+        "v1",
+        0.07,
+        65536,
+    )
+    assert (v1.schedule, v1.lr_milestones, v1.optimizer, v1.lr, v1.weight_decay) == (
+        "step",
+        (120, 160),
+        "sgd",
+        0.03,
+        1e-4,
+    )
     assert v1.augment.jitter_prob == (1.0,) and v1.augment.hue == 0.4 and v1.augment.blur_prob == (0.0,)
     v2 = resolve_config("moco-v2", "imagenet")
     assert resolve_config("moco", "imagenet") == v2  # `moco` alone is v2
-    assert (v2.method_args["temperature"], v2.schedule, v2.warmup_epochs, v2.schedule_per_step) == \
-        (0.2, "warmup_cosine", 0, False)
+    assert (v2.method_args["temperature"], v2.schedule, v2.warmup_epochs, v2.schedule_per_step) == (
+        0.2,
+        "warmup_cosine",
+        0,
+        False,
+    )
     assert v2.augment.blur_prob == (0.5,) and v2.augment.jitter_prob == (0.8,) and v2.augment.hue == 0.1
     b = resolve_config("byol", "imagenet")
-    assert (b.lr, b.weight_decay, b.batch_size, b.epochs, b.method_args["momentum_base"]) == \
-        (pytest.approx(3.2), 1.5e-6, 4096, 1000, 0.996)
+    assert (b.lr, b.weight_decay, b.batch_size, b.epochs, b.method_args["momentum_base"]) == (
+        pytest.approx(3.2),
+        1.5e-6,
+        4096,
+        1000,
+        0.996,
+    )
     assert b.augment.blur_prob == (1.0, 0.1) and b.augment.solarize_prob == (0.0, 0.2)
     s = resolve_config("simsiam", "imagenet")
-    assert (s.optimizer, s.lr, s.weight_decay, s.warmup_epochs, s.schedule_per_step, s.epochs) == \
-        ("sgd", pytest.approx(0.1), 1e-4, 0, False, 100)
+    assert (s.optimizer, s.lr, s.weight_decay, s.warmup_epochs, s.schedule_per_step, s.epochs) == (
+        "sgd",
+        pytest.approx(0.1),
+        1e-4,
+        0,
+        False,
+        100,
+    )
     assert s.zero_init_residual and s.method_args["fix_pred_lr"]
 
 
@@ -367,8 +399,10 @@ def test_every_preset_resolves_and_moco_queues_fit_the_batch(preset):
 
 def test_methods_table_lists_the_five_recipes(capsys):
     assert main(["methods", "--preset", "imagenet"]) == 0
-    rows = {line.split("|")[0].strip(): [c.strip() for c in line.split("|")]
-            for line in capsys.readouterr().out.splitlines()[3:]}
+    rows = {
+        line.split("|")[0].strip(): [c.strip() for c in line.split("|")]
+        for line in capsys.readouterr().out.splitlines()[3:]
+    }
     assert rows["moco-v1"][1:] == ["128", "256", "SGD", "0.03", "0.0001", "step x0.1 at epochs 120, 160", "200"]
     assert rows["moco-v2"][1:] == ["128", "256", "SGD", "0.03", "0.0001", "cosine decay", "200"]
     assert rows["moco-v3"][1:] == ["256", "4096", "LARS", "9.6", "1e-06", "linear warmup, cosine decay", "100"]
@@ -380,11 +414,37 @@ def test_methods_table_lists_the_five_recipes(capsys):
 @needs_fashion_mnist
 def test_moco_resume_carries_the_queue_and_the_key_encoder(tmp_path):
     """Stopping after 6 of 8 steps (mid second epoch) and resuming gives the same weights, key encoder and queue."""
-    flags = ["pretrain", "--method", "moco-v2", "--backbone", "resnet10", "--batch-size", "16", "--epochs", "2",
-             "--no-progress", "--set", "train_subset=64", "--set", "aug.image_size=16", "--set", "knn_every=0",
-             "--set", "hidden_dim=32", "--set", "latent_dim=16", "--set", "queue_size=32", "--set", "log_every=1",
-             # two runs compared bitwise: the runtime choices are pinned (auto is measured afresh by each run)
-             "--set", "precision=fp32", "--set", "channels_last=false"]
+    flags = [
+        "pretrain",
+        "--method",
+        "moco-v2",
+        "--backbone",
+        "resnet10",
+        "--batch-size",
+        "16",
+        "--epochs",
+        "2",
+        "--no-progress",
+        "--set",
+        "train_subset=64",
+        "--set",
+        "aug.image_size=16",
+        "--set",
+        "knn_every=0",
+        "--set",
+        "hidden_dim=32",
+        "--set",
+        "latent_dim=16",
+        "--set",
+        "queue_size=32",
+        "--set",
+        "log_every=1",
+        # two runs compared bitwise: the runtime choices are pinned (auto is measured afresh by each run)
+        "--set",
+        "precision=fp32",
+        "--set",
+        "channels_last=false",
+    ]
     straight, resumed = tmp_path / "straight", tmp_path / "resumed"
     assert main([*flags, "--out", str(straight)]) == 0
     assert main([*flags, "--out", str(resumed), "--max-steps", "6"]) == 0

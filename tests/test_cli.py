@@ -13,16 +13,29 @@ from selfsup.cli.main import main
 
 
 def selfsup(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "selfsup", *args], capture_output=True, text=True,
-                          env={**os.environ, **(env or {})}, timeout=300)
+    return subprocess.run(
+        [sys.executable, "-m", "selfsup", *args],
+        capture_output=True,
+        text=True,
+        env={**os.environ, **(env or {})},
+        timeout=300,
+    )
 
 
 def test_methods_json_is_the_recipe_table():
     result = selfsup("methods", "--preset", "imagenet", "--json")
     assert result.returncode == 0, result.stderr
     rows = {row["method"]: row for row in json.loads(result.stdout)}
-    assert set(rows["simclr"]) == {"method", "latent_dim", "batch_size", "optimizer", "lr", "weight_decay",
-                                   "schedule", "epochs"}
+    assert set(rows["simclr"]) == {
+        "method",
+        "latent_dim",
+        "batch_size",
+        "optimizer",
+        "lr",
+        "weight_decay",
+        "schedule",
+        "epochs",
+    }
     assert (rows["simclr"]["latent_dim"], rows["simclr"]["batch_size"], rows["simclr"]["lr"]) == (128, 4096, 4.8)
     assert (rows["tico"]["latent_dim"], rows["tico"]["lr"], rows["tico"]["weight_decay"]) == (256, 3.2, 1.5e-6)
     assert (rows["vicreg"]["latent_dim"], rows["vicreg"]["batch_size"], rows["vicreg"]["lr"]) == (8192, 2048, 1.6)
@@ -54,9 +67,18 @@ def test_batch_of_one_says_why(tmp_path, capsys):
 
 
 def test_missing_dataset_says_how_to_get_it(tmp_path):
-    result = selfsup("pretrain", "--out", str(tmp_path / "r"), "--data-dir", str(tmp_path / "nothing"),
-                     env={"SELFSUP_FASHION_MNIST_DIR": str(tmp_path / "none"), "SELFSUP_DATA": str(tmp_path / "c"),
-                          "SELFSUP_OFFLINE": "1"})
+    result = selfsup(
+        "pretrain",
+        "--out",
+        str(tmp_path / "r"),
+        "--data-dir",
+        str(tmp_path / "nothing"),
+        env={
+            "SELFSUP_FASHION_MNIST_DIR": str(tmp_path / "none"),
+            "SELFSUP_DATA": str(tmp_path / "c"),
+            "SELFSUP_OFFLINE": "1",
+        },
+    )
     assert result.returncode == 2
     for way in ("apt-get install dataset-fashion-mnist", "--data-dir", "internet access"):
         assert way in result.stderr
@@ -89,9 +111,24 @@ def test_help_documents_every_option(command, capsys):
         main([command, "--help"])
     assert exit_info.value.code == 0
     text = capsys.readouterr().out
-    options = {"pretrain": ["--method", "--dataset", "--preset", "--epochs", "--batch-size", "--backbone",
-                            "--stem", "--out", "--device", "--resume", "--max-steps", "--set"],
-               "eval": ["--protocol", "--json", "RUN_DIR"], "methods": ["--preset", "--json"]}[command]
+    options = {
+        "pretrain": [
+            "--method",
+            "--dataset",
+            "--preset",
+            "--epochs",
+            "--batch-size",
+            "--backbone",
+            "--stem",
+            "--out",
+            "--device",
+            "--resume",
+            "--max-steps",
+            "--set",
+        ],
+        "eval": ["--protocol", "--json", "RUN_DIR"],
+        "methods": ["--preset", "--json"],
+    }[command]
     for option in options:
         assert option in text
 

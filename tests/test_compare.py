@@ -21,9 +21,31 @@ from selfsup.presets import method_names
 from selfsup.run_folder import RunFolder
 from tests.conftest import needs_fashion_mnist
 
-TINY = ["--backbone", "resnet10", "--batch-size", "16", "--epochs", "2", "--no-progress",
-        "--set", "train_subset=64", "--set", "aug.image_size=16", "--set", "knn_every=0", "--set", "log_every=1",
-        "--set", "hidden_dim=32", "--set", "latent_dim=16", "--eval-train", "300", "--eval-test", "100"]
+TINY = [
+    "--backbone",
+    "resnet10",
+    "--batch-size",
+    "16",
+    "--epochs",
+    "2",
+    "--no-progress",
+    "--set",
+    "train_subset=64",
+    "--set",
+    "aug.image_size=16",
+    "--set",
+    "knn_every=0",
+    "--set",
+    "log_every=1",
+    "--set",
+    "hidden_dim=32",
+    "--set",
+    "latent_dim=16",
+    "--eval-train",
+    "300",
+    "--eval-test",
+    "100",
+]
 
 
 # ----------------------------------------------------------------------------- the plan (no training)
@@ -36,13 +58,19 @@ def test_ablations_expand_to_the_right_configs():
     assert arms["projector"] == [["simclr"], ["simclr--projector-linear"], ["simclr--projector-none"]]
     assert arms["loss"] == [["simclr"], ["simclr--loss-nt_logistic"], ["simclr--loss-margin_triplet"]]
     assert arms["variance"] == [["vicreg"], ["vicreg--variance_mode-var"]]
-    assert arms["projector-bn"] == [["simclr"], ["simclr--hidden_bn-off"], ["simclr--last_bn-off"],
-                                    ["simclr--hidden_bn-off--last_bn-off"]]
+    assert arms["projector-bn"] == [
+        ["simclr"],
+        ["simclr--hidden_bn-off"],
+        ["simclr--last_bn-off"],
+        ["simclr--hidden_bn-off--last_bn-off"],
+    ]
     names = [s.name for s in plan.all_runs()]
     assert len(names) == len(set(names)) == 2 + 1 + 2 + 2 + 1 + 3  # methods, baseline, arms
-    expected = {"projector": ("projector", ["mlp", "linear", "none"]),
-                "loss": ("loss", ["nt_xent", "nt_logistic", "margin_triplet"]),
-                "variance": ("variance_mode", ["std", "var"])}
+    expected = {
+        "projector": ("projector", ["mlp", "linear", "none"]),
+        "loss": ("loss", ["nt_xent", "nt_logistic", "margin_triplet"]),
+        "variance": ("variance_mode", ["std", "var"]),
+    }
     for ablation, (key, values) in expected.items():
         configs = [spec_config(arm[0], "cpu", {}, {}) for arm in plan.ablations[ablation]]
         assert [c.method_args[key] for c in configs] == values
@@ -57,9 +85,16 @@ def test_ablations_expand_to_the_right_configs():
 
 def test_seeds_repeat_every_run_and_the_baseline_shares_the_budget():
     plan = plan_runs(["simclr"], ["variance"], "cpu", {"epochs": 3}, {}, [0, 1])
-    assert [s.name for s in plan.all_runs()] == ["simclr", "supervised", "vicreg", "vicreg--variance_mode-var",
-                                                 "simclr--seed1", "supervised--seed1", "vicreg--seed1",
-                                                 "vicreg--variance_mode-var--seed1"]
+    assert [s.name for s in plan.all_runs()] == [
+        "simclr",
+        "supervised",
+        "vicreg",
+        "vicreg--variance_mode-var",
+        "simclr--seed1",
+        "supervised--seed1",
+        "vicreg--seed1",
+        "vicreg--variance_mode-var--seed1",
+    ]
     assert {s.key for s in plan.ablations["variance"][1]} == {"vicreg--variance_mode-var"}
     cfg = spec_config(plan.supervised[1], "cpu", {"epochs": 3}, {}, num_classes=7)
     assert (cfg.method, cfg.seed, cfg.epochs, cfg.method_args["num_classes"]) == (SUPERVISED, 1, 3, 7)
@@ -72,7 +107,9 @@ def test_ablation_seeds_repeat_only_the_arms():
     plan = plan_runs(["simclr", "tico"], ["variance"], "cpu", {}, {}, [0], ablation_seeds=[0, 1])
     assert [s.name for s in plan.methods] == ["simclr", "tico"]
     assert [[s.name for s in arm] for arm in plan.ablations["variance"]] == [
-        ["vicreg", "vicreg--seed1"], ["vicreg--variance_mode-var", "vicreg--variance_mode-var--seed1"]]
+        ["vicreg", "vicreg--seed1"],
+        ["vicreg--variance_mode-var", "vicreg--variance_mode-var--seed1"],
+    ]
 
 
 def fake_arms(accuracies: dict[str, list[tuple[float, float]]], test_images: int = 10000) -> list[Aggregate]:
@@ -100,8 +137,9 @@ def test_ablation_answers_state_the_numbers_and_the_noise():
     assert "h − z = +10.0 points" in text and "agree with the paper on both counts" in text
     assert "run-to-run spread is not measured" in noise_paragraph(arms, "linear_top1_h")
     # two seeds: the pooled seed spread (0.01414) joins in: sqrt(3.363e-5 + 2e-4) = 1.5285 points
-    arms = fake_arms({"mlp": [(0.80, 0.7), (0.82, 0.7)], "linear": [(0.79, 0.7), (0.81, 0.7)],
-                      "none": [(0.75, 0.75), (0.77, 0.77)]})
+    arms = fake_arms(
+        {"mlp": [(0.80, 0.7), (0.82, 0.7)], "linear": [(0.79, 0.7), (0.81, 0.7)], "none": [(0.75, 0.75), (0.77, 0.77)]}
+    )
     d = difference(arms[0], arms[2], "linear_top1_h", arms)
     assert d.value == pytest.approx(-0.05) and d.sigma == pytest.approx(0.015285, abs=1e-6) and d.seeds_measured
     assert "run-to-run spread over 2 seeds is 1.4 points" in noise_paragraph(arms, "linear_top1_h")
@@ -111,10 +149,8 @@ def test_ablation_answers_state_the_numbers_and_the_noise():
 
 
 def test_set_keys_go_to_the_runs_that_have_them():
-    sets = {"hidden_dim": "32", "simclr:temperature": "0.3", "aug.image_size": "16", "epochs": "2",
-            "expander": "64,64"}
-    assert sets_for("simclr", sets) == {"hidden_dim": "32", "temperature": "0.3", "aug.image_size": "16",
-                                        "epochs": "2"}
+    sets = {"hidden_dim": "32", "simclr:temperature": "0.3", "aug.image_size": "16", "epochs": "2", "expander": "64,64"}
+    assert sets_for("simclr", sets) == {"hidden_dim": "32", "temperature": "0.3", "aug.image_size": "16", "epochs": "2"}
     assert sets_for("vicreg", sets) == {"aug.image_size": "16", "epochs": "2", "expander": "64,64"}
     assert sets_for(SUPERVISED, sets) == {"aug.image_size": "16", "epochs": "2"}
     plan = plan_runs(["simclr", "vicreg"], [], "cpu", {}, sets, [0])
@@ -186,8 +222,14 @@ def test_compare_reports_resumes_and_skips(tmp_path, capsys):
         assert evaluation["test_images"] == 100 and (out / name / "eval_embeddings.npz").is_file()
     assert json.loads((out / "supervised" / "eval.json").read_text())["classifier_top1"] >= 0.0
     report = (out / "report.md").read_text()
-    assert table_rows(report) == ["simclr", "tico", "supervised", "random-init encoder (resnet10, seed 0)",
-                                  "raw pixels (values in [0, 1])", "standardized pixels"]
+    assert table_rows(report) == [
+        "simclr",
+        "tico",
+        "supervised",
+        "random-init encoder (resnet10, seed 0)",
+        "raw pixels (values in [0, 1])",
+        "standardized pixels",
+    ]
     for row in report.split("## Results")[1].split("\n\n")[1].splitlines()[2:5]:
         cells = [c.strip() for c in row.split("|")[1:-1]]
         optimizer = "LARS" if cells[0] == "tico" else "SGD"  # tico's cpu preset uses LARS, the others the base's SGD
@@ -215,8 +257,21 @@ def test_compare_reports_resumes_and_skips(tmp_path, capsys):
 def test_isolated_runs_report_a_failure_and_go_on(tmp_path, capsys):
     out = tmp_path / "cmp"
     # tico's 8 images are fewer than one batch of 16: its child process fails, simclr's trains
-    code = main(["compare", "--methods", "simclr,tico", "--no-supervised", "--out", str(out), *TINY,
-                 "--max-steps", "2", "--set", "tico:train_subset=8"])
+    code = main(
+        [
+            "compare",
+            "--methods",
+            "simclr,tico",
+            "--no-supervised",
+            "--out",
+            str(out),
+            *TINY,
+            "--max-steps",
+            "2",
+            "--set",
+            "tico:train_subset=8",
+        ]
+    )
     assert code == 1
     assert "1 run(s) failed: tico" in capsys.readouterr().err
     assert "fewer than one batch" in (out / "tico" / "error.txt").read_text()
@@ -235,13 +290,23 @@ def test_baselines_give_one_random_init_row_per_architecture():
     pixels = {"raw_pixels_knn_top1": 0.75, "raw_pixels_linear_top1": 0.83, "standardized_pixels_knn_top1": 0.79}
 
     def result(backbone: str, random_knn: float) -> SimpleNamespace:
-        return SimpleNamespace(config=SimpleNamespace(seed=0), evaluation={
-            "backbone": backbone, "random_init_knn_top1": random_knn, "random_init_linear_top1": 0.8, **pixels})
+        return SimpleNamespace(
+            config=SimpleNamespace(seed=0),
+            evaluation={
+                "backbone": backbone,
+                "random_init_knn_top1": random_knn,
+                "random_init_linear_top1": 0.8,
+                **pixels,
+            },
+        )
 
     rows = baseline_rows([result("resnet10", 0.7551), result("dim32", 0.7738), result("resnet10", 0.7551)])
     assert [(r[0], r[8]) for r in rows] == [
-        ("random-init encoder (resnet10, seed 0)", "75.51"), ("random-init encoder (dim32, seed 0)", "77.38"),
-        ("raw pixels (values in [0, 1])", "75.00"), ("standardized pixels", "79.00")]
+        ("random-init encoder (resnet10, seed 0)", "75.51"),
+        ("random-init encoder (dim32, seed 0)", "77.38"),
+        ("raw pixels (values in [0, 1])", "75.00"),
+        ("standardized pixels", "79.00"),
+    ]
     assert all(len(r) == len(rows[0]) for r in rows)
 
 
@@ -254,7 +319,11 @@ def test_the_report_names_a_stem_only_for_a_resnet():
         config = SimpleNamespace(backbone=backbone, stem="imagenet")
         return SimpleNamespace(spec=SimpleNamespace(name=name), config=config)
 
-    assert _backbones([result("simclr", "resnet10"), result("dim", "dim32")]) == \
-        "Backbone resnet10 (imagenet stem), except dim (dim32)"
-    assert _backbones([result("cpc", "patchnet-small"), result("cpc-2", "patchnet-small"), result("dim", "dim32")]) == \
-        "Backbone patchnet-small, except dim (dim32)"
+    assert (
+        _backbones([result("simclr", "resnet10"), result("dim", "dim32")])
+        == "Backbone resnet10 (imagenet stem), except dim (dim32)"
+    )
+    assert (
+        _backbones([result("cpc", "patchnet-small"), result("cpc-2", "patchnet-small"), result("dim", "dim32")])
+        == "Backbone patchnet-small, except dim (dim32)"
+    )

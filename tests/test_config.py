@@ -22,8 +22,7 @@ REFERENCE_TABLE = {
 def test_imagenet_preset_is_exactly_the_reference_table(method):
     row = recipe_row(method, "imagenet")
     latent, batch, optimizer, lr, wd, epochs = REFERENCE_TABLE[method]
-    assert (row["latent_dim"], row["batch_size"], row["optimizer"], row["epochs"]) == (latent, batch, optimizer,
-                                                                                        epochs)
+    assert (row["latent_dim"], row["batch_size"], row["optimizer"], row["epochs"]) == (latent, batch, optimizer, epochs)
     assert row["lr"] == pytest.approx(lr)
     assert row["weight_decay"] == wd
     assert row["schedule"].startswith("linear warmup, cosine decay")
@@ -44,8 +43,11 @@ def test_imagenet_preset_adds_what_the_reference_table_leaves_out():
 
 
 def test_set_overrides_run_augmentation_and_method_settings():
-    cfg = resolve_config("simclr", "cpu", sets={"epochs": "3", "aug.blur_prob": "1.0,0.1",
-                                                "temperature": "0.5", "channels_last": "false"})
+    cfg = resolve_config(
+        "simclr",
+        "cpu",
+        sets={"epochs": "3", "aug.blur_prob": "1.0,0.1", "temperature": "0.5", "channels_last": "false"},
+    )
     assert cfg.epochs == 3 and cfg.method_args["temperature"] == 0.5 and cfg.channels_last == "false"
     assert cfg.augment.blur_prob == (1.0, 0.1)
     assert cfg.augment.for_view(0, "blur_prob") == 1.0 and cfg.augment.for_view(1, "blur_prob") == 0.1

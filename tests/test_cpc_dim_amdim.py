@@ -64,15 +64,19 @@ class TestCPCGrid:
     def test_context_is_causal_in_every_direction(self, direction):
         """d(prediction at oriented row i)/d(codes) is exactly zero on every row after i, and not zero on
         rows <= i: the context sees exactly the rows above and including its own."""
-        cpc = make("cpc", "patchnet-small", {"latent_dim": 8, "context_dim": 16, "max_offset": 3,
-                                             "directions": (direction,)}, norm="group")
+        cpc = make(
+            "cpc",
+            "patchnet-small",
+            {"latent_dim": 8, "context_dim": 16, "max_offset": 3, "directions": (direction,)},
+            norm="group",
+        )
         codes = torch.randn(2, 5, 5, 8, requires_grad=True)
         _, predictions = cpc.context_predictions(codes, direction)
         for k_index, prediction in enumerate(predictions):
             for i in range(prediction.shape[1]):
                 (grad,) = torch.autograd.grad(prediction[:, i].sum(), codes, retain_graph=True)
                 oriented = orient(grad, direction)
-                assert torch.count_nonzero(oriented[:, i + 1:]) == 0, (direction, k_index, i)
+                assert torch.count_nonzero(oriented[:, i + 1 :]) == 0, (direction, k_index, i)
                 assert torch.count_nonzero(oriented[:, : i + 1]) > 0, (direction, k_index, i)
 
     def test_prediction_never_sees_the_pixels_of_its_target(self):
@@ -87,7 +91,7 @@ class TestCPCGrid:
             (grad,) = torch.autograd.grad(prediction[:, i].sum(), images, retain_graph=True)
             target_top = 4 * (i + 2)
             assert torch.count_nonzero(grad[:, :, target_top:]) == 0, i
-            assert torch.count_nonzero(grad[:, :, 4 * (i + 1): target_top]) > 0, i
+            assert torch.count_nonzero(grad[:, :, 4 * (i + 1) : target_top]) > 0, i
 
     @pytest.mark.parametrize("backbone", ["patchnet", "resnet10"])
     @pytest.mark.parametrize("norm", ["group", "layer"])
@@ -151,8 +155,7 @@ class TestInfoNCE:
                     logits = flat @ predictions[b, i, j]
                     target = b * 8 + (i + 2) * 2 + j
                     losses.append(-(logits[target] - torch.logsumexp(logits, 0)))
-        assert cpc_infonce(predictions, codes, 2).item() == pytest.approx(torch.stack(losses).mean().item(),
-                                                                          rel=1e-5)
+        assert cpc_infonce(predictions, codes, 2).item() == pytest.approx(torch.stack(losses).mean().item(), rel=1e-5)
 
     def test_sampled_negatives_mask_the_positive(self):
         codes = torch.eye(6).reshape(1, 6, 1, 6) * 4
@@ -240,10 +243,13 @@ class TestAMDIMLoss:
     def test_clipping_and_penalty_hand_computed(self):
         # d = 4 (so raw = <s, t> / 2), 2 images, 2 locations each
         source = torch.tensor([[40.0, 0.0, 0.0, 0.0], [0.0, 2.0, 0.0, 0.0]])
-        target = torch.tensor([[[2.0, 0.0, 0.0, 0.0], [1.0, 1.0, 0.0, 0.0]],
-                               [[0.0, 3.0, 0.0, 0.0], [-1.0, 0.0, 0.0, 0.0]]])
-        raw = [[[40.0, 20.0], [0.0, -20.0]],  # raw[i][j][l] = <s_i, t_jl> / 2
-               [[0.0, 1.0], [3.0, 0.0]]]
+        target = torch.tensor(
+            [[[2.0, 0.0, 0.0, 0.0], [1.0, 1.0, 0.0, 0.0]], [[0.0, 3.0, 0.0, 0.0], [-1.0, 0.0, 0.0, 0.0]]]
+        )
+        raw = [
+            [[40.0, 20.0], [0.0, -20.0]],  # raw[i][j][l] = <s_i, t_jl> / 2
+            [[0.0, 1.0], [3.0, 0.0]],
+        ]
         c = 20.0
         clip = [[[c * math.tanh(r / c) for r in row] for row in image] for image in raw]
         terms = []
@@ -309,8 +315,14 @@ class TestEncoders:
 # ----------------------------------------------------------------------------- methods end to end
 
 END_TO_END = [
-    ("cpc", "patchnet-small", {"latent_dim": 16, "context_dim": 16, "max_offset": 3,
-                               "directions": ("top_down", "right_left")}, "group", 1, 24),
+    (
+        "cpc",
+        "patchnet-small",
+        {"latent_dim": 16, "context_dim": 16, "max_offset": 3, "directions": ("top_down", "right_left")},
+        "group",
+        1,
+        24,
+    ),
     ("cpc", "resnet10", {"latent_dim": 16, "context_dim": 16, "max_offset": 2, "num_negatives": 20}, "layer", 1, 16),
     ("dim", "dim32", {"mi_units": 32}, "batch", 1, 32),
     ("dim", "resnet10", {"mi_units": 32, "estimator": "nce", "alpha": 0.5}, "batch", 1, 32),
@@ -318,8 +330,9 @@ END_TO_END = [
 ]
 
 
-@pytest.mark.parametrize("method, backbone, args, norm, views, size", END_TO_END,
-                         ids=[f"{c[0]}-{c[1]}" for c in END_TO_END])
+@pytest.mark.parametrize(
+    "method, backbone, args, norm, views, size", END_TO_END, ids=[f"{c[0]}-{c[1]}" for c in END_TO_END]
+)
 def test_training_steps_reach_every_parameter_and_lower_the_loss(method, backbone, args, norm, views, size):
     """One step reaches every parameter (as DDP requires), and a few Adam steps on a fixed batch lower the loss."""
     model = make(method, backbone, args, norm)
@@ -422,14 +435,27 @@ def test_presets_resolve_with_the_papers_recipes():
 
 def test_the_batched_pipeline_gives_one_view_when_asked():
     cfg = AugmentConfig(num_views=1).resolved(28)
-    views = BatchedViewAugmenter(cfg, 1, (0.5,), (0.5,))(torch.randint(0, 255, (4, 1, 28, 28), dtype=torch.uint8),
-                                                          torch.Generator().manual_seed(0))
+    views = BatchedViewAugmenter(cfg, 1, (0.5,), (0.5,))(
+        torch.randint(0, 255, (4, 1, 28, 28), dtype=torch.uint8), torch.Generator().manual_seed(0)
+    )
     assert len(views) == 1 and views[0].shape == (4, 1, 28, 28)
 
 
 TINY = {
-    "cpc": ["--backbone", "patchnet-small", "--set", "norm=group", "--set", "aug.image_size=16",
-            "--set", "max_offset=2", "--set", "latent_dim=16", "--set", "context_dim=16"],
+    "cpc": [
+        "--backbone",
+        "patchnet-small",
+        "--set",
+        "norm=group",
+        "--set",
+        "aug.image_size=16",
+        "--set",
+        "max_offset=2",
+        "--set",
+        "latent_dim=16",
+        "--set",
+        "context_dim=16",
+    ],
     "dim": ["--backbone", "dim32", "--set", "aug.image_size=32", "--set", "mi_units=32"],
     "amdim": ["--backbone", "amdim32-small", "--set", "aug.image_size=32", "--set", "n_rkhs=256"],
 }
@@ -441,8 +467,22 @@ def test_resume_equals_an_uninterrupted_run(tmp_path, method):
     from selfsup.cli.main import main
     from selfsup.run_folder import RunFolder
 
-    common = ["--method", method, *TINY[method], "--batch-size", "8", "--epochs", "2", "--no-progress",
-              "--set", "train_subset=32", "--set", "knn_every=0", "--set", "log_every=1"]
+    common = [
+        "--method",
+        method,
+        *TINY[method],
+        "--batch-size",
+        "8",
+        "--epochs",
+        "2",
+        "--no-progress",
+        "--set",
+        "train_subset=32",
+        "--set",
+        "knn_every=0",
+        "--set",
+        "log_every=1",
+    ]
     straight, resumed = tmp_path / "straight", tmp_path / "resumed"
     assert main(["pretrain", *common, "--out", str(straight)]) == 0
     assert main(["pretrain", *common, "--out", str(resumed), "--max-steps", "6"]) == 0

@@ -33,7 +33,7 @@ def smooth_image(rng: np.random.Generator, width: int, height: int, mode: str = 
     channels = 3 if mode == "RGB" else 1
     coarse = torch.from_numpy(rng.random((1, channels, 4, 4), dtype=np.float32))
     x = torch.nn.functional.interpolate(coarse, size=(height, width), mode="bicubic", align_corners=False)
-    x = (x + 0.03 * torch.from_numpy(rng.standard_normal((1, channels, height, width), dtype=np.float32)))
+    x = x + 0.03 * torch.from_numpy(rng.standard_normal((1, channels, height, width), dtype=np.float32))
     array = (x.clamp(0, 1)[0] * 255).round().to(torch.uint8).permute(1, 2, 0).numpy()
     return Image.fromarray(array[..., 0] if channels == 1 else array, mode)
 
@@ -135,18 +135,27 @@ def test_memory_budget(folder, monkeypatch):
 
 
 def test_build_pipeline_picks_the_path(folder, tmp_path):
-    memory = ImageDataset(name="m", channels=3, mean=[0.5] * 3, std=[0.25] * 3,
-                          images=torch.zeros(16, 3, 16, 16, dtype=torch.uint8))
+    memory = ImageDataset(
+        name="m", channels=3, mean=[0.5] * 3, std=[0.25] * 3, images=torch.zeros(16, 3, 16, 16, dtype=torch.uint8)
+    )
     kwargs = {"cache_dir": str(tmp_path / "cache"), "num_workers": 0}
     assert isinstance(build_pipeline(memory, AUG, batch_size=8, device=CPU, **kwargs), BatchedPipeline)
     cached = build_pipeline(folder, AUG, batch_size=8, device=CPU, memory_budget_mb=1, **kwargs)
     assert isinstance(cached, BatchedPipeline) and cached.dataset.in_memory
     assert cached.dataset.images.shape[-1] == 19
-    assert isinstance(build_pipeline(folder, AUG, batch_size=8, device=CPU, memory_budget_mb=0, **kwargs), StreamingPipeline)
-    assert isinstance(build_pipeline(folder, AUG, batch_size=8, device=CPU, data_path="streaming", memory_budget_mb=1, **kwargs),
-                      StreamingPipeline)
-    assert isinstance(build_pipeline(folder, AUG, batch_size=8, device=CPU, data_path="per-image", **kwargs), PerImagePipeline)
-    assert isinstance(build_pipeline(memory, AUG, batch_size=8, device=CPU, data_path="per-image", **kwargs), PerImagePipeline)
+    assert isinstance(
+        build_pipeline(folder, AUG, batch_size=8, device=CPU, memory_budget_mb=0, **kwargs), StreamingPipeline
+    )
+    assert isinstance(
+        build_pipeline(folder, AUG, batch_size=8, device=CPU, data_path="streaming", memory_budget_mb=1, **kwargs),
+        StreamingPipeline,
+    )
+    assert isinstance(
+        build_pipeline(folder, AUG, batch_size=8, device=CPU, data_path="per-image", **kwargs), PerImagePipeline
+    )
+    assert isinstance(
+        build_pipeline(memory, AUG, batch_size=8, device=CPU, data_path="per-image", **kwargs), PerImagePipeline
+    )
     with pytest.raises(ValueError, match="memory budget"):
         build_pipeline(folder, AUG, batch_size=8, device=CPU, data_path="batched", memory_budget_mb=0, **kwargs)
     with pytest.raises(ValueError, match="streaming reads image files"):
@@ -184,8 +193,12 @@ def test_crop_views_match_torchvision_resized_crop(tmp_path):
     full = crop_views(str(path), specs, cfg, 3, torch.Generator().manual_seed(1), use_draft=False)[0]
     drafted = crop_views(str(path), specs, cfg, 3, torch.Generator().manual_seed(1), use_draft=True)[0]
     u = torch.rand(1, 23, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
-    top, left, h, w = (int(t) for t in crop_boxes_from_uniforms(u[:, :10], u[:, 10:20], u[:, 20], u[:, 21],
-                                                               (300, 400), cfg.crop_scale, cfg.crop_ratio))
+    top, left, h, w = (
+        int(t)
+        for t in crop_boxes_from_uniforms(
+            u[:, :10], u[:, 10:20], u[:, 20], u[:, 21], (300, 400), cfg.crop_scale, cfg.crop_ratio
+        )
+    )
     with Image.open(path) as img:
         ref = TF.resized_crop(img.convert("RGB"), top, left, h, w, [32, 32], antialias=True)
     ref = torch.from_numpy(np.asarray(ref).transpose(2, 0, 1).copy()).float()
@@ -200,7 +213,9 @@ def test_draft_request_keeps_the_output_resolution():
 
 
 def test_streaming_is_deterministic_and_resumable(folder):
-    make = lambda workers: StreamingPipeline(dataset=folder, augment=AUG, batch_size=4, device=CPU, seed=3, num_workers=workers)  # noqa: E731
+    def make(workers):
+        return StreamingPipeline(dataset=folder, augment=AUG, batch_size=4, device=CPU, seed=3, num_workers=workers)
+
     in_process = list(make(0).epoch(0))
     with_workers = list(make(1).epoch(0))
     assert len(in_process) == len(folder) // 4
@@ -233,14 +248,40 @@ _CLI_PROBE = textwrap.dedent("""
 def test_cli_process_keeps_freed_memory(tmp_path):
     """``selfsup pretrain`` turns the allocator fix on by itself; SELFSUP_NO_MALLOPT=1 keeps it off."""
     data = make_jpeg_folder(tmp_path / "images", per_class=4)
-    args = ["pretrain", "--dataset", "imagefolder", "--data-dir", str(data), "--backbone", "resnet10",
-            "--batch-size", "4", "--max-steps", "1", "--epochs", "1", "--no-progress", "--device", "cpu",
-            "--set", "knn_every=0", "--set", "aug.image_size=16", "--set", f"cache_dir={tmp_path / 'c'}"]
+    args = [
+        "pretrain",
+        "--dataset",
+        "imagefolder",
+        "--data-dir",
+        str(data),
+        "--backbone",
+        "resnet10",
+        "--batch-size",
+        "4",
+        "--max-steps",
+        "1",
+        "--epochs",
+        "1",
+        "--no-progress",
+        "--device",
+        "cpu",
+        "--set",
+        "knn_every=0",
+        "--set",
+        "aug.image_size=16",
+        "--set",
+        f"cache_dir={tmp_path / 'c'}",
+    ]
     results = {}
     for name, extra in (("default", {}), ("off", {"SELFSUP_NO_MALLOPT": "1"})):
         env = {**os.environ, "OMP_NUM_THREADS": "1", **extra}
-        done = subprocess.run([sys.executable, "-c", _CLI_PROBE, *args, "--out", str(tmp_path / name)],
-                              capture_output=True, text=True, env=env, timeout=120)
+        done = subprocess.run(
+            [sys.executable, "-c", _CLI_PROBE, *args, "--out", str(tmp_path / name)],
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=120,
+        )
         assert done.returncode == 0, done.stderr[-2000:]
         results[name] = json.loads(done.stdout.strip().splitlines()[-1])
     assert results["default"] == {"before": False, "after": True, "code": 0}

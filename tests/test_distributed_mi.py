@@ -20,8 +20,14 @@ AMDIM = {"n_rkhs": 256}
 CASES = [
     # CPC: all codes of the global batch as candidates; then sampled negatives, two directions, RGB colour drop
     Case("cpc", CPC, views=1, size=20, backbone="patchnet-small", norm="group"),
-    Case("cpc", {**CPC, "num_negatives": 40, "directions": ("top_down", "left_right")}, views=1, size=20,
-         backbone="patchnet-small", norm="group"),
+    Case(
+        "cpc",
+        {**CPC, "num_negatives": 40, "directions": ("top_down", "left_right")},
+        views=1,
+        size=20,
+        backbone="patchnet-small",
+        norm="group",
+    ),
     # DIM: the three estimators (DV needs the full global matrix), the global term, prior matching
     Case("dim", {**DIM, "estimator": "jsd", "alpha": 0.5}, views=1, size=32, backbone="dim32"),
     Case("dim", {**DIM, "estimator": "nce"}, views=1, size=32, backbone="dim32"),
@@ -53,8 +59,7 @@ def test_two_processes_match_one_process():
         for name in noise:
             assert float(grads2[name].abs().max()) < 1e-6 * largest, (case.label, name)
         kept = [name for name in grads1 if name not in noise]
-        assert max_relative_difference({n: grads1[n] for n in kept}, {n: grads2[n] for n in kept}) < 1e-5, \
-            case.label
+        assert max_relative_difference({n: grads1[n] for n in kept}, {n: grads2[n] for n in kept}) < 1e-5, case.label
 
 
 def test_gather_without_gradient_is_caught():

@@ -26,8 +26,7 @@ MOCO_V1 = Case("moco", {"version": "v1", "latent_dim": 16, "queue_size": 32, "te
 CASES = [
     MOCO_V1,
     Case("moco", {"version": "v2", "hidden_dim": 32, "latent_dim": 16, "queue_size": 32, "symmetric": True}),
-    Case("moco", {"version": "v3", "hidden_dim": 32, "pred_hidden_dim": 32, "latent_dim": 16,
-                  "temperature": 0.5}),
+    Case("moco", {"version": "v3", "hidden_dim": 32, "pred_hidden_dim": 32, "latent_dim": 16, "temperature": 0.5}),
     Case("byol", {"hidden_dim": 32, "pred_hidden_dim": 32, "latent_dim": 16}),
     Case("simsiam", {"hidden_dim": 32, "pred_hidden_dim": 8, "latent_dim": 16}),
 ]
@@ -44,7 +43,7 @@ def _shuffle_worker(rank: int, world: int, init_file: str, out_file: str) -> Non
         method = make_method(MOCO_V1, gather=True)  # BN in eval mode: keys are per-sample functions
         g = torch.Generator().manual_seed(3)
         x_all = torch.randn(8, 3, 16, 16, generator=g)
-        x = x_all[rank * 4:(rank + 1) * 4]
+        x = x_all[rank * 4 : (rank + 1) * 4]
         seen = []
         hook = method.momentum_backbone.register_forward_hook(lambda m, inputs, out: seen.append(inputs[0]))
         shuffled = method.encode_keys(x, seed=11)

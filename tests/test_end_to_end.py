@@ -34,8 +34,24 @@ def knn_of(method, bank, queries) -> float:
 @needs_fashion_mnist
 def test_short_pretraining_beats_random_init_by_more_than_the_noise(tmp_path):
     run = tmp_path / "run"
-    code = main(["pretrain", "--out", str(run), "--no-progress", "--epochs", "2", "--batch-size", "64",
-                 "--set", "train_subset=20000", "--set", f"knn_bank={BANK}", "--set", f"knn_queries={QUERIES}"])
+    code = main(
+        [
+            "pretrain",
+            "--out",
+            str(run),
+            "--no-progress",
+            "--epochs",
+            "2",
+            "--batch-size",
+            "64",
+            "--set",
+            "train_subset=20000",
+            "--set",
+            f"knn_bank={BANK}",
+            "--set",
+            f"knn_queries={QUERIES}",
+        ]
+    )
     assert code == 0
     summary = json.loads((run / "summary.json").read_text())
     trained = summary["final_knn_top1"]

@@ -13,11 +13,32 @@ from selfsup.cli.main import main
 from selfsup.run_folder import RunFolder
 from tests.conftest import needs_fashion_mnist
 
-TINY = ["--backbone", "resnet10", "--batch-size", "16", "--epochs", "2", "--no-progress",
-        "--set", "train_subset=64", "--set", "aug.image_size=16", "--set", "knn_every=0",
-        "--set", "hidden_dim=32", "--set", "latent_dim=16", "--set", "log_every=1",
-        # runs are compared bitwise: the runtime choices are pinned (auto is measured afresh by each run)
-        "--set", "precision=fp32", "--set", "channels_last=false"]
+TINY = [
+    "--backbone",
+    "resnet10",
+    "--batch-size",
+    "16",
+    "--epochs",
+    "2",
+    "--no-progress",
+    "--set",
+    "train_subset=64",
+    "--set",
+    "aug.image_size=16",
+    "--set",
+    "knn_every=0",
+    "--set",
+    "hidden_dim=32",
+    "--set",
+    "latent_dim=16",
+    "--set",
+    "log_every=1",
+    # runs are compared bitwise: the runtime choices are pinned (auto is measured afresh by each run)
+    "--set",
+    "precision=fp32",
+    "--set",
+    "channels_last=false",
+]
 
 
 def state(run_dir):

@@ -52,12 +52,35 @@ def test_effective_rank_extremes():
     assert effective_rank(collapsed) < 1.1
 
 
-TINY_FOLDER = ["--dataset", "imagefolder", "--backbone", "resnet10", "--batch-size", "8", "--epochs", "1",
-               "--no-progress", "--set", "aug.image_size=16", "--set", "hidden_dim=32", "--set", "latent_dim=16"]
+TINY_FOLDER = [
+    "--dataset",
+    "imagefolder",
+    "--backbone",
+    "resnet10",
+    "--batch-size",
+    "8",
+    "--epochs",
+    "1",
+    "--no-progress",
+    "--set",
+    "aug.image_size=16",
+    "--set",
+    "hidden_dim=32",
+    "--set",
+    "latent_dim=16",
+]
 
 
-REQUIRED_KEYS = {"knn_top1_h", "knn_top1_z", "linear_top1_h", "linear_top1_z", "raw_pixels_knn_top1",
-                 "raw_pixels_linear_top1", "random_init_knn_top1", "random_init_linear_top1"}
+REQUIRED_KEYS = {
+    "knn_top1_h",
+    "knn_top1_z",
+    "linear_top1_h",
+    "linear_top1_z",
+    "raw_pixels_knn_top1",
+    "raw_pixels_linear_top1",
+    "random_init_knn_top1",
+    "random_init_linear_top1",
+}
 
 
 @pytest.mark.parametrize("mode", ["L", "RGB"])

@@ -72,12 +72,25 @@ def runs(tmp_path_factory):
         Image.fromarray(rng.integers(0, 255, (*size[::-1], 3), dtype=np.uint8)).save(sub / f"img{i}.png")
     sets = {"hidden_dim": 32, "latent_dim": 16, "aug.image_size": 16}
     fmnist = resolve_config("simclr", "cpu", {"backbone": "resnet10", "stem": "cifar"}, sets)
-    folder = resolve_config("tico", "cpu", {"backbone": "resnet18", "stem": "imagenet", "dataset": "imagefolder",
-                                            "data_dir": str(images)}, sets)
-    evaluation = {"dataset": "fashion-mnist", "test_images": 10000, "train_images": 60000, "knn_top1_h": 0.8123,
-                  "linear_top1_h": 0.8456, "raw_pixels_knn_top1": 0.81}
-    return {"fmnist": (root / "fmnist", make_run(root / "fmnist", fmnist, 1, evaluation)),
-            "folder": (root / "folder", make_run(root / "folder", folder, 3)), "images": images}
+    folder = resolve_config(
+        "tico",
+        "cpu",
+        {"backbone": "resnet18", "stem": "imagenet", "dataset": "imagefolder", "data_dir": str(images)},
+        sets,
+    )
+    evaluation = {
+        "dataset": "fashion-mnist",
+        "test_images": 10000,
+        "train_images": 60000,
+        "knn_top1_h": 0.8123,
+        "linear_top1_h": 0.8456,
+        "raw_pixels_knn_top1": 0.81,
+    }
+    return {
+        "fmnist": (root / "fmnist", make_run(root / "fmnist", fmnist, 1, evaluation)),
+        "folder": (root / "folder", make_run(root / "folder", folder, 3)),
+        "images": images,
+    }
 
 
 def test_state_dict_is_the_plain_backbone(runs):
@@ -115,8 +128,12 @@ assert not [m for m in sys.modules if m.startswith("selfsup")], "the card's code
 """
     for out, _ in cases:
         (out.parent / "code.py").write_text(card_code(out.with_suffix(".md")))
-    result = subprocess.run([sys.executable, "-c", script, *(str(out.parent) for out, _ in cases)],
-                            capture_output=True, text=True, timeout=120)
+    result = subprocess.run(
+        [sys.executable, "-c", script, *(str(out.parent) for out, _ in cases)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert result.returncode == 0, result.stderr
     for out, expected in cases:
         features = torch.load(out.parent / "features.pt")
@@ -130,10 +147,19 @@ def test_model_card_describes_the_run(runs, tmp_path):
     assert main(["export", str(run_dir)]) == 0
     out = run_dir / "export" / "resnet10-simclr.pt"
     card = out.with_suffix(".md").read_text()
-    for text in ("# resnet10 encoder pretrained with simclr on fashion-mnist", "Chen et al.", "cifar stem",
-                 "1 input channel", "peak LR", "fashion-mnist", "16 x 16 px", "mean [0.286]",
-                 "| trained encoder, h (backbone) | 81.23 | 84.56 |", "net.maxpool = nn.Identity()",
-                 'torch.load("resnet10-simclr.pt", weights_only=True)'):
+    for text in (
+        "# resnet10 encoder pretrained with simclr on fashion-mnist",
+        "Chen et al.",
+        "cifar stem",
+        "1 input channel",
+        "peak LR",
+        "fashion-mnist",
+        "16 x 16 px",
+        "mean [0.286]",
+        "| trained encoder, h (backbone) | 81.23 | 84.56 |",
+        "net.maxpool = nn.Identity()",
+        'torch.load("resnet10-simclr.pt", weights_only=True)',
+    ):
         assert text in card, text
     assert "from selfsup" not in card_code(out.with_suffix(".md")) and "import selfsup" not in card
 
@@ -143,8 +169,22 @@ def test_embed_writes_npy_and_parquet_equal_to_the_card_preprocessing(runs, tmp_
     images = runs["images"]
     npy, parquet = tmp_path / "e.npy", tmp_path / "e.parquet"
     assert main(["embed", str(run_dir), "--images", str(images), "--out", str(npy), "--no-progress"]) == 0
-    assert main(["embed", str(run_dir), "--images", str(images), "--out", str(parquet), "--batch-size", "2",
-                 "--no-progress"]) == 0
+    assert (
+        main(
+            [
+                "embed",
+                str(run_dir),
+                "--images",
+                str(images),
+                "--out",
+                str(parquet),
+                "--batch-size",
+                "2",
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
     array = np.load(npy)
     assert array.shape == (5, 512) and array.dtype == np.float32
     paths = (tmp_path / "e.npy.paths.txt").read_text().split()
@@ -152,8 +192,9 @@ def test_embed_writes_npy_and_parquet_equal_to_the_card_preprocessing(runs, tmp_
     table = pq.read_table(parquet)
     assert table.column_names == ["path", "embedding"] and table.num_rows == 5
     assert table.column("path").to_pylist() == paths
-    np.testing.assert_allclose(np.stack(table.column("embedding").to_numpy(zero_copy_only=False)), array,
-                               rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(
+        np.stack(table.column("embedding").to_numpy(zero_copy_only=False)), array, rtol=1e-5, atol=1e-5
+    )
     # the model card's preprocess + selfsup's backbone give the same rows
     assert main(["export", str(run_dir), "--out", str(tmp_path / "enc.pt")]) == 0
     scope: dict = {}

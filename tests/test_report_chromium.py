@@ -24,8 +24,9 @@ from selfsup.compare.report import write_report
 from selfsup.compare.results import load_result
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-needs_chromium = pytest.mark.skipif(not Path(CHROMIUM).exists(),
-                                    reason="Chromium not installed (apt-get install chromium; `make test` does)")
+needs_chromium = pytest.mark.skipif(
+    not Path(CHROMIUM).exists(), reason="Chromium not installed (apt-get install chromium; `make test` does)"
+)
 
 CHECK_SCRIPT = """<script>
 window.addEventListener('load', function () {
@@ -45,29 +46,62 @@ def fake_run(run_dir: Path, cfg, rng: np.random.Generator, accuracy: float) -> N
     """Write the files a trained and evaluated run has, with plausible numbers."""
     run_dir.mkdir(parents=True)
     (run_dir / "config.json").write_text(json.dumps(cfg.to_dict()))
-    rows = [{"step": s, "epoch": s / 10, "loss": 5.0 - s / 20 + 0.1 * rng.random(), "lr": 0.1, "images_per_s": 300.0}
-            for s in range(1, 41)]
+    rows = [
+        {"step": s, "epoch": s / 10, "loss": 5.0 - s / 20 + 0.1 * rng.random(), "lr": 0.1, "images_per_s": 300.0}
+        for s in range(1, 41)
+    ]
     for epoch in (1, 2, 3, 4):
         rows[epoch * 10 - 1]["knn_top1"] = accuracy - 0.1 + 0.025 * epoch
     (run_dir / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
-    (run_dir / "summary.json").write_text(json.dumps({"steps": 40, "epochs": 4.0, "wall_time_s": 512.0,
-                                                      "images_per_s": 310.5, "peak_rss_mib": 2048.0,
-                                                      "device": "cpu", "finished": True}))
-    (run_dir / "eval.json").write_text(json.dumps({
-        "method": cfg.method, "dataset": "fashion-mnist", "backbone": cfg.backbone, "image_size": 32,
-        "train_images": 60000, "test_images": 10000, "knn_top1_h": accuracy, "knn_top1_z": accuracy - 0.05,
-        "linear_top1_h": accuracy + 0.02, "linear_top1_z": accuracy - 0.04, "effective_rank_z": 40.5,
-        "embedding_std_z": 0.07, "raw_pixels_knn_top1": 0.81, "raw_pixels_linear_top1": 0.83,
-        "standardized_pixels_knn_top1": 0.82, "random_init_knn_top1": 0.7, "random_init_linear_top1": 0.76}))
+    (run_dir / "summary.json").write_text(
+        json.dumps(
+            {
+                "steps": 40,
+                "epochs": 4.0,
+                "wall_time_s": 512.0,
+                "images_per_s": 310.5,
+                "peak_rss_mib": 2048.0,
+                "device": "cpu",
+                "finished": True,
+            }
+        )
+    )
+    (run_dir / "eval.json").write_text(
+        json.dumps(
+            {
+                "method": cfg.method,
+                "dataset": "fashion-mnist",
+                "backbone": cfg.backbone,
+                "image_size": 32,
+                "train_images": 60000,
+                "test_images": 10000,
+                "knn_top1_h": accuracy,
+                "knn_top1_z": accuracy - 0.05,
+                "linear_top1_h": accuracy + 0.02,
+                "linear_top1_z": accuracy - 0.04,
+                "effective_rank_z": 40.5,
+                "embedding_std_z": 0.07,
+                "raw_pixels_knn_top1": 0.81,
+                "raw_pixels_linear_top1": 0.83,
+                "standardized_pixels_knn_top1": 0.82,
+                "random_init_knn_top1": 0.7,
+                "random_init_linear_top1": 0.76,
+            }
+        )
+    )
     (run_dir / "compare.json").write_text(json.dumps({"state": "finished", "classifier_top1": 0.9}))
     labels = rng.integers(0, 10, 500)
     centres = rng.normal(size=(10, 2)) * 3
     with open(run_dir / "eval_embeddings.npz", "wb") as handle:
-        np.savez(handle, labels=labels, classes=np.array([f"class {i}" for i in range(10)]),
-                 h_pca2=(centres[labels] + rng.normal(size=(500, 2))).astype(np.float32),
-                 z_pca2=rng.normal(size=(500, 2)).astype(np.float32),
-                 h_singular=np.sort(rng.random(64))[::-1].astype(np.float32),
-                 z_singular=np.geomspace(1, 1e-4, 32).astype(np.float32))
+        np.savez(
+            handle,
+            labels=labels,
+            classes=np.array([f"class {i}" for i in range(10)]),
+            h_pca2=(centres[labels] + rng.normal(size=(500, 2))).astype(np.float32),
+            z_pca2=rng.normal(size=(500, 2)).astype(np.float32),
+            h_singular=np.sort(rng.random(64))[::-1].astype(np.float32),
+            z_singular=np.geomspace(1, 1e-4, 32).astype(np.float32),
+        )
 
 
 @pytest.fixture(scope="module")
@@ -85,9 +119,24 @@ def report(tmp_path_factory) -> Path:
 
 
 def chromium(*args: str, tmp: Path) -> subprocess.CompletedProcess:
-    return subprocess.run([CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                           "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                           f"--user-data-dir={tmp / 'profile'}", *args], capture_output=True, text=True, timeout=120)
+    return subprocess.run(
+        [
+            CHROMIUM,
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-quic",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            f"--user-data-dir={tmp / 'profile'}",
+            *args,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
 
 
 def checked_dom(html: str, tmp: Path) -> str:
@@ -118,7 +167,7 @@ def test_chromium_renders_the_table_and_every_plot(report, tmp_path):
 def test_the_in_page_check_detects_a_broken_plot(report, tmp_path):
     html = report.read_text()
     start = html.index("data:image/png;base64,") + len("data:image/png;base64,")
-    broken = html[:start] + "AAAA" + html[start + 4:]  # corrupt the PNG signature of the first plot
+    broken = html[:start] + "AAAA" + html[start + 4 :]  # corrupt the PNG signature of the first plot
     numbers = dict(item.split("=") for item in checked_dom(broken, tmp_path).split())
     assert numbers["images"] == "5" and numbers["loaded"] == "4"
 

@@ -433,7 +433,8 @@ class TestWMSELoss:
         views = [correlated(16, 3, seed=s) for s in (21, 22)]
         shifted = [views[0] + torch.tensor([1.0, -2.0, 3.0]), views[1] - 5.0]
         assert wmse(shifted, 8, generator=torch.Generator().manual_seed(2)).item() == pytest.approx(
-            wmse(views, 8, generator=torch.Generator().manual_seed(2)).item(), rel=1e-4)
+            wmse(views, 8, generator=torch.Generator().manual_seed(2)).item(), rel=1e-4
+        )
 
     def test_plain_mse_variant(self):
         views = [correlated(16, 2, seed=s) for s in (17, 18)]
@@ -503,21 +504,52 @@ class TestWMSEMethod:
 
 # ----------------------------------------------------------------------------- resume through the engine
 
-RESUME_TINY = ["--backbone", "resnet10", "--batch-size", "16", "--epochs", "2", "--no-progress",
-               "--set", "train_subset=64", "--set", "aug.image_size=16", "--set", "knn_every=0",
-               "--set", "hidden_dim=32", "--set", "log_every=1",
-               # two runs compared bitwise: the runtime choices are pinned (auto is measured afresh by each run)
-               "--set", "precision=fp32", "--set", "channels_last=false"]
+RESUME_TINY = [
+    "--backbone",
+    "resnet10",
+    "--batch-size",
+    "16",
+    "--epochs",
+    "2",
+    "--no-progress",
+    "--set",
+    "train_subset=64",
+    "--set",
+    "aug.image_size=16",
+    "--set",
+    "knn_every=0",
+    "--set",
+    "hidden_dim=32",
+    "--set",
+    "log_every=1",
+    # two runs compared bitwise: the runtime choices are pinned (auto is measured afresh by each run)
+    "--set",
+    "precision=fp32",
+    "--set",
+    "channels_last=false",
+]
 
 
 @needs_fashion_mnist
-@pytest.mark.parametrize("method, sets", [
-    # the queue (a buffer) fills at step 2 and is used from step 3; small crops through the real pipeline
-    ("swav", ["latent_dim=8", "nmb_prototypes=10", "queue_length=32", "queue_start_epoch=0", "aug.small_crops=2",
-              "aug.small_size=8"]),
-    # the sub-batch permutations come from the global RNG, which the checkpoint carries
-    ("wmse", ["latent_dim=4", "w_size=8"]),
-])
+@pytest.mark.parametrize(
+    "method, sets",
+    [
+        # the queue (a buffer) fills at step 2 and is used from step 3; small crops through the real pipeline
+        (
+            "swav",
+            [
+                "latent_dim=8",
+                "nmb_prototypes=10",
+                "queue_length=32",
+                "queue_start_epoch=0",
+                "aug.small_crops=2",
+                "aug.small_size=8",
+            ],
+        ),
+        # the sub-batch permutations come from the global RNG, which the checkpoint carries
+        ("wmse", ["latent_dim=4", "w_size=8"]),
+    ],
+)
 def test_resume_equals_an_uninterrupted_run(tmp_path, method, sets):
     args = ["pretrain", "--method", method, *RESUME_TINY, *[x for kv in sets for x in ("--set", kv)]]
     straight, resumed = tmp_path / "straight", tmp_path / "resumed"
@@ -527,8 +559,10 @@ def test_resume_equals_an_uninterrupted_run(tmp_path, method, sets):
     a, b = (RunFolder(run).read_checkpoint()["method"] for run in (straight, resumed))
     for key, tensor in a.items():
         assert torch.equal(tensor, b[key]), key
-    losses = [[json.loads(line)["loss"] for line in (run / "metrics.jsonl").read_text().splitlines()]
-              for run in (straight, resumed)]
+    losses = [
+        [json.loads(line)["loss"] for line in (run / "metrics.jsonl").read_text().splitlines()]
+        for run in (straight, resumed)
+    ]
     assert len(losses[0]) == 8 and losses[0] == pytest.approx(losses[1], rel=1e-6)
 
 

@@ -87,8 +87,14 @@ class Selection:
         def move(idx: Tensor) -> Tensor:
             return idx.to(device, non_blocking=True)
 
-        return Selection([move(i) for i in self.jitter_ids], [move(i) for i in self.jitter_perms],
-                         self.jitter_counts, move(self.grayscale), move(self.blur), move(self.solarize))
+        return Selection(
+            [move(i) for i in self.jitter_ids],
+            [move(i) for i in self.jitter_perms],
+            self.jitter_counts,
+            move(self.grayscale),
+            move(self.blur),
+            move(self.solarize),
+        )
 
 
 @dataclass
@@ -119,8 +125,9 @@ class ViewParams:
 
     def to(self, device: torch.device | str) -> ViewParams:
         """The same parameters on ``device`` (non-blocking copies)."""
-        moved = {f.name: getattr(self, f.name).to(device, non_blocking=True)
-                 for f in fields(self) if f.name != "selection"}
+        moved = {
+            f.name: getattr(self, f.name).to(device, non_blocking=True) for f in fields(self) if f.name != "selection"
+        }
         return ViewParams(**moved, selection=self.selected().to(device))
 
     def selected(self) -> Selection:
@@ -145,8 +152,14 @@ def _selection(params: ViewParams) -> Selection:
         jitter_ids.append(ids)
         perms.append(perm)
         counts.append(torch.bincount(ops, minlength=4).tolist())
-    selection = Selection(jitter_ids, perms, counts, _indices(params.grayscale.cpu()),
-                          _indices(params.blur.cpu()), _indices(params.solarize.cpu()))
+    selection = Selection(
+        jitter_ids,
+        perms,
+        counts,
+        _indices(params.grayscale.cpu()),
+        _indices(params.blur.cpu()),
+        _indices(params.solarize.cpu()),
+    )
     return selection.to(params.top.device)
 
 
@@ -168,9 +181,15 @@ def central_crop_box(image_hw: tuple[int, int], ratio: Sequence[float]) -> tuple
     return (height - h) // 2, (width - w) // 2, h, w
 
 
-def crop_boxes_from_uniforms(u_area: Tensor, u_ratio: Tensor, u_top: Tensor, u_left: Tensor,
-                             image_hw: tuple[int, int], scale: Sequence[float],
-                             ratio: Sequence[float]) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+def crop_boxes_from_uniforms(
+    u_area: Tensor,
+    u_ratio: Tensor,
+    u_top: Tensor,
+    u_left: Tensor,
+    image_hw: tuple[int, int],
+    scale: Sequence[float],
+    ratio: Sequence[float],
+) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     """Vectorised ``torchvision.transforms.RandomResizedCrop.get_params`` (float64 uniforms in [0, 1)).
 
     ``u_area`` and ``u_ratio`` are ``(B, attempts)``: attempt ``a`` of sample ``b`` has area fraction
@@ -203,18 +222,23 @@ def jitter_ranges(cfg: AugmentConfig) -> list[tuple[float, float]]:
     return ranges + [(-cfg.hue, cfg.hue)]
 
 
-def params_from_uniforms(u: Tensor, cfg: AugmentConfig, spec: ViewSpec, image_hw: tuple[int, int],
-                         flip: Tensor | None = None) -> ViewParams:
+def params_from_uniforms(
+    u: Tensor, cfg: AugmentConfig, spec: ViewSpec, image_hw: tuple[int, int], flip: Tensor | None = None
+) -> ViewParams:
     """Turn a ``(B, _DRAWS)`` float64 uniform matrix into the parameters of view ``spec``."""
     i = spec.index
-    top, left, height, width = crop_boxes_from_uniforms(u[:, _AREA], u[:, _RATIO], u[:, _TOP], u[:, _LEFT],
-                                                        image_hw, spec.scale, cfg.crop_ratio)
+    top, left, height, width = crop_boxes_from_uniforms(
+        u[:, _AREA], u[:, _RATIO], u[:, _TOP], u[:, _LEFT], image_hw, spec.scale, cfg.crop_ratio
+    )
     lows, highs = zip(*jitter_ranges(cfg))
     low, high = torch.tensor(lows, dtype=u.dtype), torch.tensor(highs, dtype=u.dtype)
     factors = low + u[:, _FACTORS] * (high - low)
     drawn_flip = u[:, _FLIP] < cfg.for_view(i, "flip_prob")
     return ViewParams(
-        top=top, left=left, height=height, width=width,
+        top=top,
+        left=left,
+        height=height,
+        width=width,
         flip=drawn_flip if flip is None else flip.to(torch.bool).cpu(),
         jitter=u[:, _JITTER] < cfg.for_view(i, "jitter_prob"),
         factors=factors.float(),
@@ -247,8 +271,9 @@ def _source_grid(start: Tensor, length: Tensor, in_size: int, out_size: int, fli
     return ((src + start.to(dtype)[:, None]) * (2.0 / in_size) + (1.0 / in_size - 1.0)).to(torch.float32)
 
 
-def resized_crop_flip(images: Tensor, top: Tensor, left: Tensor, height: Tensor, width: Tensor,
-                      flip: Tensor | None, size: int) -> Tensor:
+def resized_crop_flip(
+    images: Tensor, top: Tensor, left: Tensor, height: Tensor, width: Tensor, flip: Tensor | None, size: int
+) -> Tensor:
     """Crop box ``b`` of image ``b``, resize it to ``size`` x ``size`` (bilinear, ``antialias=False``,
     ``align_corners=False``) and mirror it where ``flip`` is set: one ``grid_sample`` for the batch.
 
@@ -363,7 +388,11 @@ def adjust_hue(x: Tensor, factor: Tensor, out: Tensor | None = None) -> Tensor:
 
 
 _JITTER_FNS_: tuple[Callable[[Tensor, Tensor], Tensor], ...] = (
-    adjust_brightness_, adjust_contrast_, adjust_saturation_, adjust_hue_)
+    adjust_brightness_,
+    adjust_contrast_,
+    adjust_saturation_,
+    adjust_hue_,
+)
 
 
 # ----------------------------------------------------------------------------- blur, solarize, normalise
@@ -393,15 +422,16 @@ def gaussian_blur(x: Tensor, sigma: Tensor, kernel_size: int, method: str = "aut
         taps = kernels.view(n, 1, 1, 1, kernel_size)
         rows = padded[:, :, 0:h, :] * taps[..., 0]
         for j in range(1, kernel_size):
-            rows.addcmul_(padded[:, :, j:j + h, :], taps[..., j])
+            rows.addcmul_(padded[:, :, j : j + h, :], taps[..., j])
         out = rows[..., 0:w] * taps[..., 0]
         for j in range(1, kernel_size):
-            out.addcmul_(rows[..., j:j + w], taps[..., j])
+            out.addcmul_(rows[..., j : j + w], taps[..., j])
         return out
     if method == "conv":
         weights = kernels.repeat_interleave(c, dim=0)  # (n*C, k)
-        out = F.conv2d(padded.reshape(1, n * c, h + 2 * pad, w + 2 * pad),
-                       weights.view(n * c, 1, kernel_size, 1), groups=n * c)
+        out = F.conv2d(
+            padded.reshape(1, n * c, h + 2 * pad, w + 2 * pad), weights.view(n * c, 1, kernel_size, 1), groups=n * c
+        )
         out = F.conv2d(out, weights.view(n * c, 1, 1, kernel_size), groups=n * c)
         return out.view(n, c, h, w)
     raise ValueError(f"unknown blur method {method!r}; use auto, shift or conv")
@@ -457,8 +487,16 @@ class BatchedViewAugmenter:
 
     # -- sampling
 
-    def sample_params(self, batch_size: int, view: int, generator: torch.Generator, image_hw: Sequence[int],
-                      *, device: torch.device | str = "cpu", flip: Tensor | None = None) -> ViewParams:
+    def sample_params(
+        self,
+        batch_size: int,
+        view: int,
+        generator: torch.Generator,
+        image_hw: Sequence[int],
+        *,
+        device: torch.device | str = "cpu",
+        flip: Tensor | None = None,
+    ) -> ViewParams:
         """Per-sample parameters of view ``view``, drawn on the CPU from ``generator`` (a CPU generator),
         then moved to ``device``. ``flip`` overrides the drawn flips (for ``shared_flip``); the draws
         are the same either way, so the generator advances identically."""
@@ -521,15 +559,17 @@ class BatchedViewAugmenter:
             start = 0
             for op, count in enumerate(counts):
                 if count and active[op]:
-                    _JITTER_FNS_[op](y[start:start + count], step_factors[start:start + count, op])
+                    _JITTER_FNS_[op](y[start : start + count], step_factors[start : start + count, op])
                 start += count
         return x.index_copy_(0, ids[-1], y)
 
     def _statistics(self, device: torch.device) -> tuple[Tensor, Tensor]:
         if device not in self._stats:
             shape = (1, self.channels, 1, 1)
-            self._stats[device] = (torch.tensor(self.mean, device=device).view(shape),
-                                   torch.tensor(self.std, device=device).view(shape))
+            self._stats[device] = (
+                torch.tensor(self.mean, device=device).view(shape),
+                torch.tensor(self.std, device=device).view(shape),
+            )
         return self._stats[device]
 
     def __call__(self, images: Tensor, generator: torch.Generator) -> list[Tensor]:
@@ -546,4 +586,3 @@ class BatchedViewAugmenter:
             params = self.sample_params(b, spec.index, generator, (h, w), device=images.device, flip=shared)
             views.append(self.apply(images, params, spec.size))
         return views
-

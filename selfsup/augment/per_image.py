@@ -54,8 +54,9 @@ def _check_channels(channels: int, mean: Sequence[float], std: Sequence[float]) 
         raise ValueError(f"mean/std need {channels} values, got {len(mean)} and {len(std)}")
 
 
-def view_transform(cfg: AugmentConfig, spec: ViewSpec, channels: int, mean: Sequence[float],
-                   std: Sequence[float]) -> T.Compose:
+def view_transform(
+    cfg: AugmentConfig, spec: ViewSpec, channels: int, mean: Sequence[float], std: Sequence[float]
+) -> T.Compose:
     """torchvision's per-image transform for one view (SimCLR Appendix A; BYOL Table 6).
 
     ``RandomGrayscale`` keeps the input's channel count (1 for ``L`` images, 3 for ``RGB``), which is
@@ -67,8 +68,13 @@ def view_transform(cfg: AugmentConfig, spec: ViewSpec, channels: int, mean: Sequ
     i = spec.index
     ops: list[Callable] = [
         _ToMode(channels),
-        T.RandomResizedCrop(spec.size, scale=spec.scale, ratio=tuple(cfg.crop_ratio),
-                            interpolation=T.InterpolationMode.BILINEAR, antialias=True),
+        T.RandomResizedCrop(
+            spec.size,
+            scale=spec.scale,
+            ratio=tuple(cfg.crop_ratio),
+            interpolation=T.InterpolationMode.BILINEAR,
+            antialias=True,
+        ),
         T.RandomHorizontalFlip(cfg.for_view(i, "flip_prob")),
     ]
     if cfg.for_view(i, "jitter_prob") > 0 and max(cfg.brightness, cfg.contrast, cfg.saturation, cfg.hue) > 0:
@@ -85,8 +91,9 @@ def view_transform(cfg: AugmentConfig, spec: ViewSpec, channels: int, mean: Sequ
     return T.Compose(ops)
 
 
-def per_image_view_transforms(cfg: AugmentConfig, channels: int, mean: Sequence[float],
-                              std: Sequence[float]) -> list[Callable[[Image.Image], torch.Tensor]]:
+def per_image_view_transforms(
+    cfg: AugmentConfig, channels: int, mean: Sequence[float], std: Sequence[float]
+) -> list[Callable[[Image.Image], torch.Tensor]]:
     """One transform per view (large views, then small crops): PIL image -> float32 ``(C, S, S)`` tensor.
 
     ``cfg`` must be resolved (as a run's config is), so that the small-image defaults of
@@ -101,8 +108,9 @@ def per_image_view_transforms(cfg: AugmentConfig, channels: int, mean: Sequence[
 class _EvalTransform:
     """PIL image -> normalised ``(C, size, size)`` tensor without randomness (see :func:`eval_transform`)."""
 
-    def __init__(self, image_size: int, channels: int, mean: Sequence[float], std: Sequence[float],
-                 crop_fraction: float) -> None:
+    def __init__(
+        self, image_size: int, channels: int, mean: Sequence[float], std: Sequence[float], crop_fraction: float
+    ) -> None:
         _check_channels(channels, mean, std)
         self.image_size = image_size
         self.convert = _ToMode(channels)
@@ -119,8 +127,13 @@ class _EvalTransform:
         return self.finish(img)
 
 
-def eval_transform(image_size: int, channels: int, mean: Sequence[float], std: Sequence[float],
-                   crop_fraction: float = EVAL_CROP_FRACTION) -> Callable[[Image.Image], torch.Tensor]:
+def eval_transform(
+    image_size: int,
+    channels: int,
+    mean: Sequence[float],
+    std: Sequence[float],
+    crop_fraction: float = EVAL_CROP_FRACTION,
+) -> Callable[[Image.Image], torch.Tensor]:
     """The evaluation transform: PIL image -> normalised float32 ``(C, image_size, image_size)`` tensor.
 
     Images already ``image_size`` square are only converted and normalised. Larger images follow the

@@ -27,8 +27,10 @@ def require_resolved(cfg: AugmentConfig) -> AugmentConfig:
     """Return ``cfg`` if every size-dependent field is filled, else raise :class:`ConfigError`."""
     missing = [name for name in ("image_size", "crop_scale", "blur_prob") if getattr(cfg, name) is None]
     if missing:
-        raise ConfigError(f"AugmentConfig fields {missing} are unresolved: resolve the run config first "
-                          "(selfsup.presets.resolve_config fills them from the image size)")
+        raise ConfigError(
+            f"AugmentConfig fields {missing} are unresolved: resolve the run config first "
+            "(selfsup.presets.resolve_config fills them from the image size)"
+        )
     return cfg
 
 
@@ -40,10 +42,14 @@ def view_specs(cfg: AugmentConfig) -> list[ViewSpec]:
     """
     require_resolved(cfg)
     large_scale = tuple(cfg.large_crop_scale or cfg.crop_scale)  # type: ignore[arg-type]
-    specs = [ViewSpec(i, int(cfg.image_size), large_scale, False)  # type: ignore[arg-type]
-             for i in range(cfg.num_views)]
-    specs += [ViewSpec(cfg.num_views + j, int(cfg.small_size), tuple(cfg.small_crop_scale), True)
-              for j in range(cfg.small_crops)]
+    specs = [
+        ViewSpec(i, int(cfg.image_size), large_scale, False)  # type: ignore[arg-type]
+        for i in range(cfg.num_views)
+    ]
+    specs += [
+        ViewSpec(cfg.num_views + j, int(cfg.small_size), tuple(cfg.small_crop_scale), True)
+        for j in range(cfg.small_crops)
+    ]
     return specs
 
 

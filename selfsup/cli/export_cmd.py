@@ -9,18 +9,24 @@ from selfsup.reuse import FORMATS
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
-        "export", help="export the pretrained backbone for plain torchvision (with a model card)",
+        "export",
+        help="export the pretrained backbone for plain torchvision (with a model card)",
         description="Write the backbone of RUN_DIR's last checkpoint as a plain state dict that a torchvision "
-                    "ResNet with the same stem loads without selfsup (conv1 for the input channels and stem, "
-                    "maxpool = Identity for the CIFAR stem, fc = Identity), and a Markdown model card next to it "
-                    "(OUT with the suffix .md): method, recipe, data, evaluation results and the loading code.",
-        epilog="example:  selfsup export runs/demo --format safetensors --out encoder.safetensors")
+        "ResNet with the same stem loads without selfsup (conv1 for the input channels and stem, "
+        "maxpool = Identity for the CIFAR stem, fc = Identity), and a Markdown model card next to it "
+        "(OUT with the suffix .md): method, recipe, data, evaluation results and the loading code.",
+        epilog="example:  selfsup export runs/demo --format safetensors --out encoder.safetensors",
+    )
     parser.add_argument("run_dir", metavar="RUN_DIR", help="the --out folder of `selfsup pretrain`")
-    parser.add_argument("--format", default="torchvision", choices=FORMATS,
-                        help="torchvision: torch.save'd state dict (.pt); safetensors: .safetensors "
-                             "(default: torchvision)")
-    parser.add_argument("--out", default=None,
-                        help="output file (default: RUN_DIR/export/BACKBONE-METHOD.pt or .safetensors)")
+    parser.add_argument(
+        "--format",
+        default="torchvision",
+        choices=FORMATS,
+        help="torchvision: torch.save'd state dict (.pt); safetensors: .safetensors (default: torchvision)",
+    )
+    parser.add_argument(
+        "--out", default=None, help="output file (default: RUN_DIR/export/BACKBONE-METHOD.pt or .safetensors)"
+    )
     parser.set_defaults(run=run)
 
 

@@ -24,6 +24,7 @@ def command_modules() -> list[str]:
     found = [m.name[: -len("_cmd")] for m in pkgutil.iter_modules(selfsup.cli.__path__) if m.name.endswith("_cmd")]
     return sorted(found, key=lambda name: (ORDER.index(name) if name in ORDER else len(ORDER), name))
 
+
 def _expected_errors() -> tuple[type[BaseException], ...]:
     from selfsup.config import ConfigError
     from selfsup.data.base import DatasetNotFoundError
@@ -31,17 +32,25 @@ def _expected_errors() -> tuple[type[BaseException], ...]:
     from selfsup.evaluation.evaluate import EvaluationError
     from selfsup.registry import UnknownNameError
 
-    return (ConfigError, DatasetNotFoundError, UnknownNameError, EvaluationError, TrainingDiverged,
-            FileNotFoundError, FileExistsError, ValueError)
+    return (
+        ConfigError,
+        DatasetNotFoundError,
+        UnknownNameError,
+        EvaluationError,
+        TrainingDiverged,
+        FileNotFoundError,
+        FileExistsError,
+        ValueError,
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="selfsup",
         description="Self-supervised visual representation learning on PyTorch: pretrain an encoder with "
-                    "one of the methods below, evaluate it with kNN and linear probes, compare methods.",
+        "one of the methods below, evaluate it with kNN and linear probes, compare methods.",
         epilog="Quick start:  selfsup pretrain --out runs/demo && selfsup eval runs/demo\n"
-               "Run `selfsup COMMAND --help` for the options of each command.",
+        "Run `selfsup COMMAND --help` for the options of each command.",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--version", action="version", version=f"selfsup {__version__}")

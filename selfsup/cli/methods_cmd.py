@@ -7,24 +7,39 @@ import json
 
 from selfsup.presets import PRESETS, recipe_table
 
-COLUMNS = (("method", "method"), ("latent dim", "latent_dim"), ("batch", "batch_size"),
-           ("optimizer", "optimizer"), ("LR", "lr"), ("weight decay", "weight_decay"),
-           ("schedule", "schedule"), ("epochs", "epochs"))
+COLUMNS = (
+    ("method", "method"),
+    ("latent dim", "latent_dim"),
+    ("batch", "batch_size"),
+    ("optimizer", "optimizer"),
+    ("LR", "lr"),
+    ("weight decay", "weight_decay"),
+    ("schedule", "schedule"),
+    ("epochs", "epochs"),
+)
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
-        "methods", help="list the methods and their recipes",
+        "methods",
+        help="list the methods and their recipes",
         description="Print every method's recipe at a preset as one table (latent dim, batch, optimizer, LR, "
-                    "weight decay, schedule, epochs). "
-                    "LR is the effective peak learning rate at that batch size (base LR x batch/256 "
-                    "where the recipe scales linearly).")
-    parser.add_argument("--preset", default="imagenet", choices=PRESETS,
-                        help="imagenet: the papers' recipes; small: 28-96 px datasets; cpu: the 2-core demo "
-                             "(default: imagenet)")
-    parser.add_argument("--json", action="store_true",
-                        help="print a JSON list of objects with the keys method, latent_dim, batch_size, "
-                             "optimizer, lr, weight_decay, schedule, epochs")
+        "weight decay, schedule, epochs). "
+        "LR is the effective peak learning rate at that batch size (base LR x batch/256 "
+        "where the recipe scales linearly).",
+    )
+    parser.add_argument(
+        "--preset",
+        default="imagenet",
+        choices=PRESETS,
+        help="imagenet: the papers' recipes; small: 28-96 px datasets; cpu: the 2-core demo (default: imagenet)",
+    )
+    parser.add_argument(
+        "--json",
+        action="store_true",
+        help="print a JSON list of objects with the keys method, latent_dim, batch_size, "
+        "optimizer, lr, weight_decay, schedule, epochs",
+    )
     parser.set_defaults(run=run)
 
 

@@ -34,49 +34,99 @@ and ROOT/val/<class> (explicit splits), or any folder of images (unlabeled: pret
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
-        "pretrain", help="pretrain an encoder with a self-supervised method",
+        "pretrain",
+        help="pretrain an encoder with a self-supervised method",
         description="Pretrain a backbone with a self-supervised method. Writes config.json, metrics.jsonl, "
-                    "TensorBoard logs, summary.json and checkpoints/last.pt to --out.",
-        epilog=HELP_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--method", default=DEFAULT_METHOD, choices=method_names(include_unlisted=True), metavar="M",
-                        help=f"self-supervised method: {', '.join(method_names())} (default: {DEFAULT_METHOD}); "
-                             "`supervised` trains the same backbone with labels, the baseline of `selfsup compare`")
-    parser.add_argument("--dataset", default=None, choices=DATASETS.names(), metavar="D",
-                        help=f"dataset: {', '.join(DATASETS.names())} (default: fashion-mnist)")
+        "TensorBoard logs, summary.json and checkpoints/last.pt to --out.",
+        epilog=HELP_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument(
+        "--method",
+        default=DEFAULT_METHOD,
+        choices=method_names(include_unlisted=True),
+        metavar="M",
+        help=f"self-supervised method: {', '.join(method_names())} (default: {DEFAULT_METHOD}); "
+        "`supervised` trains the same backbone with labels, the baseline of `selfsup compare`",
+    )
+    parser.add_argument(
+        "--dataset",
+        default=None,
+        choices=DATASETS.names(),
+        metavar="D",
+        help=f"dataset: {', '.join(DATASETS.names())} (default: fashion-mnist)",
+    )
     parser.add_argument("--data-dir", default=None, help="where the dataset is (or is downloaded to)")
-    parser.add_argument("--preset", default="cpu", choices=PRESETS,
-                        help="recipe scale: imagenet (the papers), small (28-96 px data), cpu (2-core demo; "
-                             "default)")
+    parser.add_argument(
+        "--preset",
+        default="cpu",
+        choices=PRESETS,
+        help="recipe scale: imagenet (the papers), small (28-96 px data), cpu (2-core demo; default)",
+    )
     parser.add_argument("--epochs", type=int, default=None, help="number of epochs (default: the preset's)")
-    parser.add_argument("--batch-size", type=int, default=None,
-                        help="global batch size, split over torchrun processes (default: the preset's)")
-    parser.add_argument("--backbone", default=None, choices=BACKBONES.names(), metavar="R",
-                        help=f"backbone: {', '.join(BACKBONES.names())} (default: the preset's)")
-    parser.add_argument("--stem", default=None, choices=STEMS,
-                        help="imagenet: 7x7/2 conv + max-pool; cifar: 3x3/1 conv, no max-pool")
+    parser.add_argument(
+        "--batch-size",
+        type=int,
+        default=None,
+        help="global batch size, split over torchrun processes (default: the preset's)",
+    )
+    parser.add_argument(
+        "--backbone",
+        default=None,
+        choices=BACKBONES.names(),
+        metavar="R",
+        help=f"backbone: {', '.join(BACKBONES.names())} (default: the preset's)",
+    )
+    parser.add_argument(
+        "--stem", default=None, choices=STEMS, help="imagenet: 7x7/2 conv + max-pool; cifar: 3x3/1 conv, no max-pool"
+    )
     parser.add_argument("--out", default=None, help="run directory (default: runs/METHOD-DATASET-TIME)")
     parser.add_argument("--device", default=None, choices=DEVICES, help="auto (default), cpu, cuda or mps")
     parser.add_argument("--seed", type=int, default=None, help="random seed (default 0)")
-    parser.add_argument("--resume", action="store_true",
-                        help="continue the run in --out from its last checkpoint, with its saved config")
-    parser.add_argument("--max-steps", type=int, default=None,
-                        help="stop after this many optimizer steps in total (the LR schedule still spans "
-                             "--epochs; for smoke tests and benchmarks)")
-    parser.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
-                        help="override any preset field; repeatable (see below)")
+    parser.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue the run in --out from its last checkpoint, with its saved config",
+    )
+    parser.add_argument(
+        "--max-steps",
+        type=int,
+        default=None,
+        help="stop after this many optimizer steps in total (the LR schedule still spans "
+        "--epochs; for smoke tests and benchmarks)",
+    )
+    parser.add_argument(
+        "--set",
+        dest="sets",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override any preset field; repeatable (see below)",
+    )
     parser.add_argument("--eval", action="store_true", help="evaluate (kNN and linear) when training ends")
-    parser.add_argument("--print-config", action="store_true",
-                        help="print the fully resolved config as JSON (what config.json will hold; precision and "
-                             "channels_last show `auto` where the run will settle them by measurement) and exit "
-                             "without training")
+    parser.add_argument(
+        "--print-config",
+        action="store_true",
+        help="print the fully resolved config as JSON (what config.json will hold; precision and "
+        "channels_last show `auto` where the run will settle them by measurement) and exit "
+        "without training",
+    )
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.set_defaults(run=run)
 
 
 def _flags(args: argparse.Namespace) -> dict:
-    return {"dataset": args.dataset, "data_dir": args.data_dir, "epochs": args.epochs,
-            "batch_size": args.batch_size, "backbone": args.backbone, "stem": args.stem, "device": args.device,
-            "seed": args.seed, "max_steps": args.max_steps}
+    return {
+        "dataset": args.dataset,
+        "data_dir": args.data_dir,
+        "epochs": args.epochs,
+        "batch_size": args.batch_size,
+        "backbone": args.backbone,
+        "stem": args.stem,
+        "device": args.device,
+        "seed": args.seed,
+        "max_steps": args.max_steps,
+    }
 
 
 def resolve_run(args: argparse.Namespace) -> tuple[TrainConfig, Path]:
@@ -90,11 +140,16 @@ def resolve_run(args: argparse.Namespace) -> tuple[TrainConfig, Path]:
         if not folder.has_checkpoint() or not folder.is_run():
             raise ConfigError(f"nothing to resume in {run_dir}: no checkpoint there yet")
         cfg = folder.read_config()
-        changed = {k: v for k, v in _flags(args).items()
-                   if v is not None and k not in ("max_steps", "device") and getattr(cfg, k) != v}
+        changed = {
+            k: v
+            for k, v in _flags(args).items()
+            if v is not None and k not in ("max_steps", "device") and getattr(cfg, k) != v
+        }
         if changed or sets:
-            raise ConfigError(f"--resume continues the saved config of {run_dir}; it cannot change "
-                              f"{sorted(changed) + sorted(sets)}. Start a new run with another --out instead.")
+            raise ConfigError(
+                f"--resume continues the saved config of {run_dir}; it cannot change "
+                f"{sorted(changed) + sorted(sets)}. Start a new run with another --out instead."
+            )
         cfg.max_steps = args.max_steps
         if args.device:
             cfg.device = args.device
@@ -103,8 +158,10 @@ def resolve_run(args: argparse.Namespace) -> tuple[TrainConfig, Path]:
         default_name = f"{cfg.method}-{cfg.dataset}-{time.strftime('%Y%m%d-%H%M%S')}"
         run_dir = Path(args.out) if args.out else Path("runs") / default_name
         if RunFolder(run_dir).has_checkpoint():
-            raise ConfigError(f"{run_dir} already holds a run. Continue it with --resume, or choose another "
-                              "--out; nothing was overwritten.")
+            raise ConfigError(
+                f"{run_dir} already holds a run. Continue it with --resume, or choose another "
+                "--out; nothing was overwritten."
+            )
     cfg.out = str(run_dir)
     cfg.progress = not args.no_progress
     return cfg, run_dir
@@ -119,17 +176,21 @@ def run(args: argparse.Namespace) -> int:
         print(json_text(cfg.to_dict()), end="")
         return 0
     if dist.is_main_process():
-        print(f"selfsup: {cfg.method} on {cfg.dataset} ({cfg.preset} preset, {cfg.backbone}/{cfg.stem}, "
-              f"batch {cfg.batch_size}, {cfg.optimizer} lr {cfg.lr:.4g}, {cfg.epochs} epochs) -> {run_dir}",
-              flush=True)
+        print(
+            f"selfsup: {cfg.method} on {cfg.dataset} ({cfg.preset} preset, {cfg.backbone}/{cfg.stem}, "
+            f"batch {cfg.batch_size}, {cfg.optimizer} lr {cfg.lr:.4g}, {cfg.epochs} epochs) -> {run_dir}",
+            flush=True,
+        )
     result = Trainer(cfg, run_dir, resume=args.resume).fit()
     if not dist.is_main_process():
         return 0
     summary = result.summary
     knn = summary.get("final_knn_top1")
-    print(f"selfsup: trained {result.steps} steps in {summary['wall_time_s']:.0f} s "
-          f"({summary['images_per_s']:.0f} images/s), final loss {result.final_loss:.4f}"
-          + (f", kNN monitor {knn:.4f}" if knn is not None else ""))
+    print(
+        f"selfsup: trained {result.steps} steps in {summary['wall_time_s']:.0f} s "
+        f"({summary['images_per_s']:.0f} images/s), final loss {result.final_loss:.4f}"
+        + (f", kNN monitor {knn:.4f}" if knn is not None else "")
+    )
     if args.eval:
         from selfsup.evaluation.evaluate import evaluate_run, format_table
 

@@ -103,17 +103,21 @@ def noise_paragraph(arms: Sequence[Aggregate], key: str) -> str:
     seeds = min(len(a.runs) for a in arms)
     plural = "s" if seeds != 1 else ""
     spread, dof = pooled_seed_spread(arms, key)
-    seed_text = (f"the run-to-run spread over {seeds} seeds is {100 * spread:.1f} points (pooled, {dof} degrees "
-                 "of freedom)" if spread is not None else
-                 "the run-to-run spread is not measured (one seed per arm; `--ablation-seeds 0,1` measures it), and "
-                 "short runs can differ between seeds by more than the test-set error")
-    return (f"**How far this budget settles it.** Each arm trained {epochs:g} epoch{'s' if epochs != 1 else ''} "
-            f"({steps} steps) of {cfg.backbone} at {cfg.augment.image_size or 'native'} px, batch {cfg.batch_size}, "
-            f"{seeds} seed{plural}. "
-            f"One accuracy near {100 * mean:.0f} % on {n} test images has a standard error of {100 * se:.1f} "
-            f"points; {seed_text}. A difference is called settled at 2 σ or more. The papers measured these "
-            "effects after 100 or more epochs on ImageNet; an answer here holds for this budget and may change "
-            "with longer training.")
+    seed_text = (
+        f"the run-to-run spread over {seeds} seeds is {100 * spread:.1f} points (pooled, {dof} degrees of freedom)"
+        if spread is not None
+        else "the run-to-run spread is not measured (one seed per arm; `--ablation-seeds 0,1` measures it), and "
+        "short runs can differ between seeds by more than the test-set error"
+    )
+    return (
+        f"**How far this budget settles it.** Each arm trained {epochs:g} epoch{'s' if epochs != 1 else ''} "
+        f"({steps} steps) of {cfg.backbone} at {cfg.augment.image_size or 'native'} px, batch {cfg.batch_size}, "
+        f"{seeds} seed{plural}. "
+        f"One accuracy near {100 * mean:.0f} % on {n} test images has a standard error of {100 * se:.1f} "
+        f"points; {seed_text}. A difference is called settled at 2 σ or more. The papers measured these "
+        "effects after 100 or more epochs on ImageNet; an answer here holds for this budget and may change "
+        "with longer training."
+    )
 
 
 def _arm(arms: Sequence[Aggregate], **match: object) -> Aggregate | None:
@@ -137,8 +141,11 @@ def answer_projector(arms: Sequence[Aggregate]) -> list[str]:
     out = []
     if mlp is None:
         return ["The MLP-head arm has not been evaluated yet."]
-    heads = ", ".join(f"{name} {pct(arm.mean(key))}" for name, arm in
-                      (("MLP head", mlp), ("linear head", linear), ("no head", none)) if arm is not None)
+    heads = ", ".join(
+        f"{name} {pct(arm.mean(key))}"
+        for name, arm in (("MLP head", mlp), ("linear head", linear), ("no head", none))
+        if arm is not None
+    )
     text = f"**Removing the head.** {probe.capitalize()} top-1 of h: {heads}."
     for name, arm in (("no head", none), ("linear head", linear)):
         d = difference(mlp, arm, key, arms) if arm is not None else None
@@ -166,18 +173,24 @@ def answer_projector(arms: Sequence[Aggregate]) -> list[str]:
     removal = difference(mlp, none, key, arms) if none is not None else None
     head_helps = removal is not None and removal.settled and removal.value < 0
     h_better = "MLP head" in gaps and gaps["MLP head"].settled and gaps["MLP head"].value > 0
-    verdict = ("The measurements agree with the paper on both counts: the head improves h, and h is better "
-               "than z." if head_helps and h_better else
-               "The measurements agree with the paper that h is better than z, but do not show (at this "
-               "budget) that removing the head hurts h." if h_better else
-               "The measurements agree with the paper that removing the head hurts h, but do not show h "
-               "better than z at this budget." if head_helps else
-               "At this budget the measurements do not reproduce the paper's effects beyond the noise.")
-    out.append("**Why (SimCLR §4.2).** The contrastive loss is computed on z, so z is trained to be invariant "
-               "to the augmentations and the head can discard information the loss does not need (colour, "
-               "orientation, fine detail) but a downstream classifier does; h sits one non-linear layer before "
-               "the loss and keeps more of it. Without a head, h itself must become invariant and loses that "
-               f"information. {verdict}")
+    verdict = (
+        "The measurements agree with the paper on both counts: the head improves h, and h is better than z."
+        if head_helps and h_better
+        else "The measurements agree with the paper that h is better than z, but do not show (at this "
+        "budget) that removing the head hurts h."
+        if h_better
+        else "The measurements agree with the paper that removing the head hurts h, but do not show h "
+        "better than z at this budget."
+        if head_helps
+        else "At this budget the measurements do not reproduce the paper's effects beyond the noise."
+    )
+    out.append(
+        "**Why (SimCLR §4.2).** The contrastive loss is computed on z, so z is trained to be invariant "
+        "to the augmentations and the head can discard information the loss does not need (colour, "
+        "orientation, fine detail) but a downstream classifier does; h sits one non-linear layer before "
+        "the loss and keeps more of it. Without a head, h itself must become invariant and loses that "
+        f"information. {verdict}"
+    )
     return out
 
 
@@ -190,9 +203,11 @@ def answer_loss(arms: Sequence[Aggregate]) -> list[str]:
     if not evaluated:
         return ["No arm has been evaluated yet."]
     ranking = sorted(evaluated, key=lambda item: -(item[1].mean(key) or 0))
-    text = (f"**Measured.** {probe.capitalize()} top-1 of h: "
-            + ", ".join(f"{n} {pct(a.mean(key))}" for n, a in evaluated)
-            + f". Best: {ranking[0][0]}.")
+    text = (
+        f"**Measured.** {probe.capitalize()} top-1 of h: "
+        + ", ".join(f"{n} {pct(a.mean(key))}" for n, a in evaluated)
+        + f". Best: {ranking[0][0]}."
+    )
     base = dict(found).get("NT-Xent")
     if base is not None:
         for name, arm in evaluated:
@@ -202,13 +217,18 @@ def answer_loss(arms: Sequence[Aggregate]) -> list[str]:
     settings = ""
     if cfg is not None:
         args = cfg.method_args
-        settings = (f" Here every loss shares the NT-Xent recipe (temperature {args.get('temperature')}, margin "
-                    f"{args.get('margin')} for the triplet loss), without the per-loss tuning and the semi-hard "
-                    "negative mining the paper gives NT-Logistic and the margin triplet loss, so the comparison "
-                    "favours NT-Xent.")
-    return [text, "**The paper's answer (SimCLR §5.1, Table 2).** NT-Xent, with L2-normalised embeddings and a "
-                  "temperature, works best: its gradient weighs the negatives by their relative hardness, which "
-                  "the other two losses do not." + settings]
+        settings = (
+            f" Here every loss shares the NT-Xent recipe (temperature {args.get('temperature')}, margin "
+            f"{args.get('margin')} for the triplet loss), without the per-loss tuning and the semi-hard "
+            "negative mining the paper gives NT-Logistic and the margin triplet loss, so the comparison "
+            "favours NT-Xent."
+        )
+    return [
+        text,
+        "**The paper's answer (SimCLR §5.1, Table 2).** NT-Xent, with L2-normalised embeddings and a "
+        "temperature, works best: its gradient weighs the negatives by their relative hardness, which "
+        "the other two losses do not." + settings,
+    ]
 
 
 def answer_variance(arms: Sequence[Aggregate]) -> list[str]:
@@ -218,17 +238,21 @@ def answer_variance(arms: Sequence[Aggregate]) -> list[str]:
     if std is None or var is None or std.mean(key) is None or var.mean(key) is None:
         return ["Both arms (std and var) must be evaluated to answer."]
     d = difference(std, var, key, arms)
-    collapse = (f"Collapse indicators on the test embeddings z: effective rank {std.mean('effective_rank_z') or 0:.1f}"
-                f" (std) vs {var.mean('effective_rank_z') or 0:.1f} (var); embedding std "
-                f"{std.mean('embedding_std_z') or 0:.4f} vs {var.mean('embedding_std_z') or 0:.4f} "
-                f"(1/√d = {1 / math.sqrt(max(1, _latent(std))):.4f} for a spread-out embedding).")
-    return [f"**Measured.** {probe.capitalize()} top-1 of h: std {pct(std.mean(key))}, var {pct(var.mean(key))}; "
-            f"var against std: {d.text() if d else 'n/a'}. {collapse}",
-            "**Why the standard deviation.** The hinge max(0, γ − S(z_j)) acts only while a dimension's spread is "
-            "below γ. With S = Var, the gradient with respect to a sample is proportional to (z_ij − z̄_j), which "
-            "vanishes as the embeddings shrink towards their mean, so it pushes weakest exactly when collapse is "
-            "near; with S = √(Var + ε) it is (z_ij − z̄_j)/√(Var + ε), independent of the scale. VICReg therefore "
-            "uses the standard deviation (Eq. 1)."]
+    collapse = (
+        f"Collapse indicators on the test embeddings z: effective rank {std.mean('effective_rank_z') or 0:.1f}"
+        f" (std) vs {var.mean('effective_rank_z') or 0:.1f} (var); embedding std "
+        f"{std.mean('embedding_std_z') or 0:.4f} vs {var.mean('embedding_std_z') or 0:.4f} "
+        f"(1/√d = {1 / math.sqrt(max(1, _latent(std))):.4f} for a spread-out embedding)."
+    )
+    return [
+        f"**Measured.** {probe.capitalize()} top-1 of h: std {pct(std.mean(key))}, var {pct(var.mean(key))}; "
+        f"var against std: {d.text() if d else 'n/a'}. {collapse}",
+        "**Why the standard deviation.** The hinge max(0, γ − S(z_j)) acts only while a dimension's spread is "
+        "below γ. With S = Var, the gradient with respect to a sample is proportional to (z_ij − z̄_j), which "
+        "vanishes as the embeddings shrink towards their mean, so it pushes weakest exactly when collapse is "
+        "near; with S = √(Var + ε) it is (z_ij − z̄_j)/√(Var + ε), independent of the scale. VICReg therefore "
+        "uses the standard deviation (Eq. 1).",
+    ]
 
 
 def _latent(arm: Aggregate) -> int:
@@ -245,13 +269,20 @@ def answer_projector_bn(arms: Sequence[Aggregate]) -> list[str]:
     cell = {(hb, lb): _arm(arms, hidden_bn=hb, last_bn=lb) for hb in (True, False) for lb in (True, False)}
     if any(a is None or a.mean(key) is None for a in cell.values()):
         return ["All four arms (hidden BN on/off x last BN on/off) must be evaluated to answer."]
-    out = [f"**Measured.** {probe.capitalize()} top-1 of h: "
-           + ", ".join(f"hidden BN {'on' if hb else 'off'} / last BN {'on' if lb else 'off'} "
-                       f"{pct(a.mean(key))} (z: {pct(a.mean(key.replace('_h', '_z')))})"
-                       for (hb, lb), a in cell.items()) + "."]
+    out = [
+        f"**Measured.** {probe.capitalize()} top-1 of h: "
+        + ", ".join(
+            f"hidden BN {'on' if hb else 'off'} / last BN {'on' if lb else 'off'} "
+            f"{pct(a.mean(key))} (z: {pct(a.mean(key.replace('_h', '_z')))})"
+            for (hb, lb), a in cell.items()
+        )
+        + "."
+    ]
     effects = []
-    for name, on_off in (("hidden BN", lambda lb: ((True, lb), (False, lb))),
-                         ("last BN (output standardisation)", lambda lb: ((lb, True), (lb, False)))):
+    for name, on_off in (
+        ("hidden BN", lambda lb: ((True, lb), (False, lb))),
+        ("last BN (output standardisation)", lambda lb: ((lb, True), (lb, False))),
+    ):
         parts = []
         for level in (True, False):
             on, off = on_off(level)
@@ -260,12 +291,18 @@ def answer_projector_bn(arms: Sequence[Aggregate]) -> list[str]:
             parts.append(f"with {other} {'on' if level else 'off'}: {d.text()}")
         effects.append(f"{name} on − off: " + "; ".join(parts))
     out.append("**Effects.** " + ". ".join(effects) + ".")
-    out.append("**Reading it.** BatchNorm in the head standardises each dimension over the batch; on the output "
-               "it removes the per-dimension scale and offset before the L2 normalisation of the contrastive loss. "
-               "SimCLR v1's head has both; the paper does not ablate them, so this is the measured answer for "
-               "this budget only.")
+    out.append(
+        "**Reading it.** BatchNorm in the head standardises each dimension over the batch; on the output "
+        "it removes the per-dimension scale and offset before the L2 normalisation of the contrastive loss. "
+        "SimCLR v1's head has both; the paper does not ablate them, so this is the measured answer for "
+        "this budget only."
+    )
     return out
 
 
-ANSWERS = {"projector": answer_projector, "loss": answer_loss, "variance": answer_variance,
-           "projector-bn": answer_projector_bn}
+ANSWERS = {
+    "projector": answer_projector,
+    "loss": answer_loss,
+    "variance": answer_variance,
+    "projector-bn": answer_projector_bn,
+}

@@ -49,24 +49,43 @@ class Ablation:
 
 
 ABLATIONS: dict[str, Ablation] = {
-    a.name: a for a in (
-        Ablation("projector", "simclr", ({"projector": "mlp"}, {"projector": "linear"}, {"projector": "none"}),
-                 "Why does removing the projection head hurt, and are the features before the head (h) "
-                 "better than after it (z)?",
-                 "SimCLR §4.2 and Fig. 8 (Chen et al. 2020)"),
-        Ablation("loss", "simclr",
-                 ({"loss": "nt_xent"}, {"loss": "nt_logistic"}, {"loss": "margin_triplet"}),
-                 "Does the contrastive loss matter: NT-Xent against NT-Logistic and the margin triplet loss?",
-                 "SimCLR §5.1 and Table 2 (Chen et al. 2020)"),
-        Ablation("variance", "vicreg", ({"variance_mode": "std"}, {"variance_mode": "var"}),
-                 "Should VICReg's variance term hinge on the standard deviation (the paper) or on the variance?",
-                 "VICReg Eq. 1 and its ablation of the variance criterion (Bardes et al. 2022)"),
-        Ablation("projector-bn", "simclr",
-                 ({"hidden_bn": True, "last_bn": True}, {"hidden_bn": False, "last_bn": True},
-                  {"hidden_bn": True, "last_bn": False}, {"hidden_bn": False, "last_bn": False}),
-                 "Does BatchNorm in the projection head matter: in its hidden layer, and as a standardisation "
-                 "of its output (last BN)?",
-                 "SimCLR v1 head (model_util.py at tag 1.0: BN after both linear layers)"),
+    a.name: a
+    for a in (
+        Ablation(
+            "projector",
+            "simclr",
+            ({"projector": "mlp"}, {"projector": "linear"}, {"projector": "none"}),
+            "Why does removing the projection head hurt, and are the features before the head (h) "
+            "better than after it (z)?",
+            "SimCLR §4.2 and Fig. 8 (Chen et al. 2020)",
+        ),
+        Ablation(
+            "loss",
+            "simclr",
+            ({"loss": "nt_xent"}, {"loss": "nt_logistic"}, {"loss": "margin_triplet"}),
+            "Does the contrastive loss matter: NT-Xent against NT-Logistic and the margin triplet loss?",
+            "SimCLR §5.1 and Table 2 (Chen et al. 2020)",
+        ),
+        Ablation(
+            "variance",
+            "vicreg",
+            ({"variance_mode": "std"}, {"variance_mode": "var"}),
+            "Should VICReg's variance term hinge on the standard deviation (the paper) or on the variance?",
+            "VICReg Eq. 1 and its ablation of the variance criterion (Bardes et al. 2022)",
+        ),
+        Ablation(
+            "projector-bn",
+            "simclr",
+            (
+                {"hidden_bn": True, "last_bn": True},
+                {"hidden_bn": False, "last_bn": True},
+                {"hidden_bn": True, "last_bn": False},
+                {"hidden_bn": False, "last_bn": False},
+            ),
+            "Does BatchNorm in the projection head matter: in its hidden layer, and as a standardisation "
+            "of its output (last BN)?",
+            "SimCLR v1 head (model_util.py at tag 1.0: BN after both linear layers)",
+        ),
     )
 }
 
@@ -107,8 +126,11 @@ class Plan:
     def all_runs(self) -> list[RunSpec]:
         """Every distinct run, methods first, then the baseline, then the ablations' extra arms."""
         seen: dict[str, RunSpec] = {}
-        for spec in [*self.methods, *self.supervised,
-                     *(s for arms in self.ablations.values() for arm in arms for s in arm)]:
+        for spec in [
+            *self.methods,
+            *self.supervised,
+            *(s for arms in self.ablations.values() for arm in arms for s in arm),
+        ]:
             seen.setdefault(spec.name, spec)
         seeds = list(dict.fromkeys(spec.seed for spec in seen.values()))
         return sorted(seen.values(), key=lambda spec: seeds.index(spec.seed))  # stable: all of seed 1 first
@@ -180,16 +202,17 @@ def check_sets_used(sets: dict[str, Any], methods: list[str]) -> None:
         scope, _, key = raw.rpartition(":")
         if scope:
             if not any(_scope_matches(scope, m) for m in methods):
-                raise ConfigError(f"--set {raw}: {scope!r} is not one of the compared runs "
-                                  f"({', '.join(methods)})")
+                raise ConfigError(f"--set {raw}: {scope!r} is not one of the compared runs ({', '.join(methods)})")
             continue
         if _is_run_key(key):
             continue
         bare = key.replace("-", "_").removeprefix("method.")
         if not any(bare in _method_fields(m) for m in methods):
             valid = sorted(set().union(*(_method_fields(m) for m in methods)))
-            raise ConfigError(f"unknown setting {key!r}: no compared method has it. Run settings: "
-                              f"{', '.join(sorted(_RUN_KEYS))}; aug.* keys; method settings: {', '.join(valid)}")
+            raise ConfigError(
+                f"unknown setting {key!r}: no compared method has it. Run settings: "
+                f"{', '.join(sorted(_RUN_KEYS))}; aug.* keys; method settings: {', '.join(valid)}"
+            )
 
 
 # ----------------------------------------------------------------------------- naming and planning
@@ -205,8 +228,9 @@ def run_name(method: str, overrides: dict[str, Any], seed: int) -> str:
     return f"{name}--seed{seed}" if seed else name
 
 
-def effective_overrides(method: str, preset: str, flags: dict[str, Any], sets: dict[str, Any],
-                        arm: dict[str, Any]) -> dict[str, Any]:
+def effective_overrides(
+    method: str, preset: str, flags: dict[str, Any], sets: dict[str, Any], arm: dict[str, Any]
+) -> dict[str, Any]:
     """The settings of ``arm`` that differ from what ``method`` gets without them (coerced)."""
     base = resolve_config(method, preset, flags, sets)
     probe = TrainConfig.from_dict(base.to_dict())
@@ -226,9 +250,16 @@ def effective_overrides(method: str, preset: str, flags: dict[str, Any], sets: d
     return out
 
 
-def plan_runs(methods: list[str], ablations: list[str], preset: str, flags: dict[str, Any],
-              sets: dict[str, Any], seeds: list[int], supervised: bool = True,
-              ablation_seeds: list[int] | None = None) -> Plan:
+def plan_runs(
+    methods: list[str],
+    ablations: list[str],
+    preset: str,
+    flags: dict[str, Any],
+    sets: dict[str, Any],
+    seeds: list[int],
+    supervised: bool = True,
+    ablation_seeds: list[int] | None = None,
+) -> Plan:
     """Expand the compared methods, the baseline and the ablations into run specs (no training).
 
     ``ablation_seeds`` (default: ``seeds``) repeats only the ablation arms, which is where the run-to-run
@@ -248,14 +279,19 @@ def plan_runs(methods: list[str], ablations: list[str], preset: str, flags: dict
         for arm in ablation.arms:
             extra = effective_overrides(ablation.method, preset, flags, own, arm)
             overrides = tuple(sorted(extra.items()))
-            arms.append([RunSpec(run_name(ablation.method, extra, s), ablation.method, overrides, s)
-                         for s in (ablation_seeds or seeds)])
+            arms.append(
+                [
+                    RunSpec(run_name(ablation.method, extra, s), ablation.method, overrides, s)
+                    for s in (ablation_seeds or seeds)
+                ]
+            )
         plan.ablations[name] = arms
     return plan
 
 
-def spec_config(spec: RunSpec, preset: str, flags: dict[str, Any], sets: dict[str, Any],
-                num_classes: int | None = None) -> TrainConfig:
+def spec_config(
+    spec: RunSpec, preset: str, flags: dict[str, Any], sets: dict[str, Any], num_classes: int | None = None
+) -> TrainConfig:
     """The full config of ``spec``: the method at ``preset``, the flags, its ``--set`` keys, its overrides."""
     own = {**sets_for(spec.method, sets), **dict(spec.overrides), "seed": spec.seed}
     if num_classes is not None:

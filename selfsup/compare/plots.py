@@ -54,8 +54,11 @@ def loss_curves(runs: Sequence[RunResult]) -> bytes | None:
     fig = Figure(figsize=(3.2 * cols, 2.4 * rows))
     for i, run in enumerate(runs):
         ax = fig.add_subplot(rows, cols, i + 1)
-        points = [(row["epoch"], row["loss"]) for row in run.metrics
-                  if isinstance(row.get("loss"), (int, float)) and math.isfinite(row["loss"])]
+        points = [
+            (row["epoch"], row["loss"])
+            for row in run.metrics
+            if isinstance(row.get("loss"), (int, float)) and math.isfinite(row["loss"])
+        ]
         if points:
             x, y = zip(*points)
             ax.plot(x, y, color=_color(i), linewidth=1.2, marker="o" if len(points) < 20 else None, markersize=3)
@@ -72,8 +75,11 @@ def loss_curves(runs: Sequence[RunResult]) -> bytes | None:
 def knn_curves(runs: Sequence[RunResult]) -> bytes | None:
     series = []
     for run in runs:
-        points = [(row["epoch"], 100 * row["knn_top1"]) for row in run.metrics
-                  if isinstance(row.get("knn_top1"), (int, float))]
+        points = [
+            (row["epoch"], 100 * row["knn_top1"])
+            for row in run.metrics
+            if isinstance(row.get("knn_top1"), (int, float))
+        ]
         if points:
             series.append((run.label, points))
     if not series:
@@ -104,8 +110,9 @@ def spectra(runs: Sequence[RunResult]) -> bytes | None:
             s = s[: max(1, len(run.embeddings["labels"]) - 1)] if "labels" in run.embeddings else s  # rank <= N-1
             if s.size == 0 or s[0] <= 0:
                 continue
-            ax.semilogy(np.arange(1, s.size + 1), np.maximum(s / s[0], 1e-12), color=_color(i), linewidth=1.2,
-                        label=run.label)
+            ax.semilogy(
+                np.arange(1, s.size + 1), np.maximum(s / s[0], 1e-12), color=_color(i), linewidth=1.2, label=run.label
+            )
         ax.set_xlabel("singular value index")
         ax.set_ylabel("σ_i / σ_1")
         ax.set_title(f"Spectrum of the test embeddings {name}" + (" (backbone)" if name == "h" else " (projector)"))
@@ -128,8 +135,7 @@ def embedding_maps(runs: Sequence[RunResult], max_points: int = 3000) -> bytes |
         points, labels = run.embeddings["h_pca2"], run.embeddings["labels"]
         step = max(1, len(labels) // max_points)
         points, labels = points[::step], labels[::step]
-        ax.scatter(points[:, 0], points[:, 1], c=labels, cmap="tab10", vmin=0, vmax=9, s=2, alpha=0.6,
-                   linewidths=0)
+        ax.scatter(points[:, 0], points[:, 1], c=labels, cmap="tab10", vmin=0, vmax=9, s=2, alpha=0.6, linewidths=0)
         ax.set_title(run.label, fontsize=9)
         ax.set_xticks([])
         ax.set_yticks([])
@@ -137,16 +143,21 @@ def embedding_maps(runs: Sequence[RunResult], max_points: int = 3000) -> bytes |
             classes = [str(c) for c in run.embeddings["classes"]]
     if classes and len(classes) <= 10:
         cmap = matplotlib.colormaps["tab10"]
-        handles = [Line2D([], [], marker="o", linestyle="", color=cmap(k), label=name)
-                   for k, name in enumerate(classes)]
+        handles = [
+            Line2D([], [], marker="o", linestyle="", color=cmap(k), label=name) for k, name in enumerate(classes)
+        ]
         fig.legend(handles=handles, loc="lower center", ncol=min(5, len(classes)), fontsize=7, frameon=False)
     fig.suptitle("Test embeddings h, first two principal components (PCA), coloured by class", fontsize=10)
     fig.tight_layout(rect=(0, 0.06 if classes else 0, 1, 1))
     return _png(fig)
 
 
-BAR_KEYS = (("linear_top1_h", "linear, h"), ("linear_top1_z", "linear, z"), ("knn_top1_h", "kNN, h"),
-            ("knn_top1_z", "kNN, z"))
+BAR_KEYS = (
+    ("linear_top1_h", "linear, h"),
+    ("linear_top1_z", "linear, z"),
+    ("knn_top1_h", "kNN, h"),
+    ("knn_top1_z", "kNN, z"),
+)
 
 
 def ablation_bars(arms: Sequence[Aggregate], labels: Sequence[str], title: str) -> bytes | None:
@@ -159,8 +170,15 @@ def ablation_bars(arms: Sequence[Aggregate], labels: Sequence[str], title: str) 
     for k, (key, name) in enumerate(BAR_KEYS):
         means = [100 * (arm.mean(key) or 0.0) for arm in arms]
         errors = [100 * (arm.spread(key) or 0.0) for arm in arms]
-        ax.bar(x + (k - 1.5) * width, means, width, yerr=errors if any(errors) else None, label=name,
-               color=_color(k), capsize=2)
+        ax.bar(
+            x + (k - 1.5) * width,
+            means,
+            width,
+            yerr=errors if any(errors) else None,
+            label=name,
+            color=_color(k),
+            capsize=2,
+        )
     values = [100 * v for arm in arms for key, _ in BAR_KEYS for v in arm.values(key)]
     if values:
         ax.set_ylim(max(0.0, min(values) - 10), min(100.0, max(values) + 5))

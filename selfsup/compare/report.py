@@ -29,8 +29,25 @@ from selfsup.compare.results import Aggregate, RunResult, aggregate
 from selfsup.config import TrainConfig
 from selfsup.presets import OPTIMIZER_NAMES, schedule_text, split_variant
 
-COLUMNS = ("run", "latent dim", "batch", "optimizer", "LR", "WD", "schedule", "epochs",
-           "kNN h", "kNN z", "linear h", "linear z", "wall time", "images/s", "peak mem", "z std", "eff. rank z")
+COLUMNS = (
+    "run",
+    "latent dim",
+    "batch",
+    "optimizer",
+    "LR",
+    "WD",
+    "schedule",
+    "epochs",
+    "kNN h",
+    "kNN z",
+    "linear h",
+    "linear z",
+    "wall time",
+    "images/s",
+    "peak mem",
+    "z std",
+    "eff. rank z",
+)
 
 
 @dataclass
@@ -92,20 +109,38 @@ def recipe_cells(cfg: TrainConfig | None, result: RunResult | None = None) -> li
     if isinstance(done, (int, float)) and done < cfg.epochs - 1e-9:
         epochs = f"{done:.3g} of {cfg.epochs}"
     optimizer = OPTIMIZER_NAMES.get(cfg.optimizer, cfg.optimizer)
-    return [str(latent_dim(cfg)), str(cfg.batch_size), optimizer, f"{cfg.lr:.4g}", f"{cfg.weight_decay:g}",
-            schedule_text(cfg), epochs]
+    return [
+        str(latent_dim(cfg)),
+        str(cfg.batch_size),
+        optimizer,
+        f"{cfg.lr:.4g}",
+        f"{cfg.weight_decay:g}",
+        schedule_text(cfg),
+        epochs,
+    ]
 
 
 def measured_cells(agg: Aggregate) -> list[str]:
     memory = agg.mean("peak_gpu_mib")
-    memory_text = f"{memory:.0f} MiB (GPU)" if memory is not None else (
-        f"{agg.mean('peak_rss_mib'):.0f} MiB" if agg.mean("peak_rss_mib") is not None else "–")
+    memory_text = (
+        f"{memory:.0f} MiB (GPU)"
+        if memory is not None
+        else (f"{agg.mean('peak_rss_mib'):.0f} MiB" if agg.mean("peak_rss_mib") is not None else "–")
+    )
     rank = agg.mean("effective_rank_z")
     std = agg.mean("embedding_std_z")
     images = agg.mean("images_per_s")
-    return [_pct(agg, "knn_top1_h"), _pct(agg, "knn_top1_z"), _pct(agg, "linear_top1_h"), _pct(agg, "linear_top1_z"),
-            _duration(agg.mean("wall_time_s")), f"{images:.0f}" if images is not None else "–", memory_text,
-            f"{std:.4f}" if std is not None else "–", f"{rank:.1f}" if rank is not None else "–"]
+    return [
+        _pct(agg, "knn_top1_h"),
+        _pct(agg, "knn_top1_z"),
+        _pct(agg, "linear_top1_h"),
+        _pct(agg, "linear_top1_z"),
+        _duration(agg.mean("wall_time_s")),
+        f"{images:.0f}" if images is not None else "–",
+        memory_text,
+        f"{std:.4f}" if std is not None else "–",
+        f"{rank:.1f}" if rank is not None else "–",
+    ]
 
 
 def run_row(agg: Aggregate) -> list[str]:
@@ -133,11 +168,27 @@ def baseline_rows(results: list[RunResult]) -> list[list[str]]:
         arch = f"{e.get('backbone', '?')}, seed {result.config.seed if result.config else '?'}"
         if "random_init_knn_top1" in e and arch not in seen:
             seen.add(arch)
-            rows.append([f"random-init encoder ({arch})", *dash, cell(e, "random_init_knn_top1"), "–",
-                         cell(e, "random_init_linear_top1"), *tail])
+            rows.append(
+                [
+                    f"random-init encoder ({arch})",
+                    *dash,
+                    cell(e, "random_init_knn_top1"),
+                    "–",
+                    cell(e, "random_init_linear_top1"),
+                    *tail,
+                ]
+            )
     e = with_baselines[0].evaluation
-    rows.append(["raw pixels (values in [0, 1])", *dash, cell(e, "raw_pixels_knn_top1"), "–",
-                 cell(e, "raw_pixels_linear_top1"), *tail])
+    rows.append(
+        [
+            "raw pixels (values in [0, 1])",
+            *dash,
+            cell(e, "raw_pixels_knn_top1"),
+            "–",
+            cell(e, "raw_pixels_linear_top1"),
+            *tail,
+        ]
+    )
     rows.append(["standardized pixels", *dash, cell(e, "standardized_pixels_knn_top1"), "–", "–", *tail])
     return rows
 
@@ -160,13 +211,17 @@ def _context(results: list[RunResult], opts: Any) -> str:
     cfg = next((r.config for r in results if r.config is not None), None)
     parts = [f"Dataset **{opts.dataset}**, preset **{opts.preset}**."]
     if cfg is not None:
-        parts.append(f"{_backbones(results)}; at {cfg.augment.image_size or 'native'} px; "
-                     f"device {next((r.summary.get('device') for r in results if r.summary), cfg.device)}.")
+        parts.append(
+            f"{_backbones(results)}; at {cfg.augment.image_size or 'native'} px; "
+            f"device {next((r.summary.get('device') for r in results if r.summary), cfg.device)}."
+        )
     if evaluated is not None:
         e = evaluated.evaluation
-        parts.append(f"Evaluation on frozen features of un-augmented images: kNN (k = 200, T = 0.1, cosine, "
-                     f"weighted vote) and a linear probe, trained on {e.get('train_images')} labelled training "
-                     f"images and measured on {e.get('test_images')} test images (top-1, %).")
+        parts.append(
+            f"Evaluation on frozen features of un-augmented images: kNN (k = 200, T = 0.1, cosine, "
+            f"weighted vote) and a linear probe, trained on {e.get('train_images')} labelled training "
+            f"images and measured on {e.get('test_images')} test images (top-1, %)."
+        )
     return " ".join(parts)
 
 
@@ -183,34 +238,49 @@ def build_document(plan: Plan, results: list[RunResult], opts: Any) -> Document:
     supervised = aggregate([by_name[s.name] for s in plan.supervised])
     rows = [run_row(a) for a in main] + [run_row(a) for a in supervised] + baseline_rows(results)
     doc.table(list(COLUMNS), rows)
-    notes = ["Recipe columns come from each run's resolved config; LR is the peak learning rate after batch "
-             "scaling. kNN and linear: top-1 (%) on the backbone features h and the projector outputs z; "
-             "\"± x\" is the standard deviation over seeds when several were run.",
-             "Wall time, images/s and peak memory come from `summary.json` (peak resident memory of the "
-             "training process, or peak GPU memory); z std is the std of the L2-normalised test embeddings z "
-             "(about 1/√d when spread out, near 0 when collapsed) and eff. rank z their effective rank."]
+    notes = [
+        "Recipe columns come from each run's resolved config; LR is the peak learning rate after batch "
+        "scaling. kNN and linear: top-1 (%) on the backbone features h and the projector outputs z; "
+        '"± x" is the standard deviation over seeds when several were run.',
+        "Wall time, images/s and peak memory come from `summary.json` (peak resident memory of the "
+        "training process, or peak GPU memory); z std is the std of the L2-normalised test embeddings z "
+        "(about 1/√d when spread out, near 0 when collapsed) and eff. rank z their effective rank.",
+    ]
     if not getattr(opts, "isolate", True):
-        notes.append("These runs were trained in one process (`--in-process`): the peak memory of a run is the "
-                     "maximum over the runs trained before it in that process, not its own.")
+        notes.append(
+            "These runs were trained in one process (`--in-process`): the peak memory of a run is the "
+            "maximum over the runs trained before it in that process, not its own."
+        )
     for agg in supervised:
         top1 = agg.mean("classifier_top1")
         if top1 is not None:
-            notes.append(f"The supervised baseline trains the same backbone with cross-entropy on both augmented "
-                         f"views, with the compared runs' optimizer, schedule and epochs; its own classifier "
-                         f"reaches {100 * top1:.2f} % test top-1 (z is its logits).")
+            notes.append(
+                f"The supervised baseline trains the same backbone with cross-entropy on both augmented "
+                f"views, with the compared runs' optimizer, schedule and epochs; its own classifier "
+                f"reaches {100 * top1:.2f} % test top-1 (z is its logits)."
+            )
     doc.paragraph(" ".join(notes))
 
     shown = [a.first for a in main + supervised]
     doc.heading(2, "Training")
     doc.image("loss_curves", plots.loss_curves(shown), "Training loss per run (each panel has its own scale).")
-    doc.image("knn_curves", plots.knn_curves(shown),
-              "kNN top-1 of h during training (the engine's monitor, on a held-out subset).")
+    doc.image(
+        "knn_curves",
+        plots.knn_curves(shown),
+        "kNN top-1 of h during training (the engine's monitor, on a held-out subset).",
+    )
     doc.heading(2, "Collapse and embeddings")
-    doc.image("spectra", plots.spectra(shown),
-              "Singular values of the centred test embeddings, normalised by the largest, log scale. A curve that "
-              "falls to ~0 after a few dimensions means (dimensional) collapse.")
-    doc.image("embedding_maps", plots.embedding_maps(shown),
-              "Test embeddings h projected on their first two principal components (PCA), coloured by class.")
+    doc.image(
+        "spectra",
+        plots.spectra(shown),
+        "Singular values of the centred test embeddings, normalised by the largest, log scale. A curve that "
+        "falls to ~0 after a few dimensions means (dimensional) collapse.",
+    )
+    doc.image(
+        "embedding_maps",
+        plots.embedding_maps(shown),
+        "Test embeddings h projected on their first two principal components (PCA), coloured by class.",
+    )
 
     for name, arms in plan.ablations.items():
         ablation = ABLATIONS[name]
@@ -218,14 +288,21 @@ def build_document(plan: Plan, results: list[RunResult], opts: Any) -> Document:
         doc.heading(2, f"Ablation `{name}`: {ablation.question}")
         doc.paragraph(f"{ablation.method}, one run per arm and seed; the question comes from {ablation.source}.")
         labels = [", ".join(f"{k}={format_value(v)}" for k, v in arm.items()) for arm in ablation.arms]
-        doc.table(["arm", "run", "kNN h", "kNN z", "linear h", "linear z", "z std", "eff. rank z", "state"],
-                  [[label, a.first.spec.name, *measured_cells(a)[:4], *measured_cells(a)[7:], a.first.state]
-                   for label, a in zip(labels, arm_aggs)])
+        doc.table(
+            ["arm", "run", "kNN h", "kNN z", "linear h", "linear z", "z std", "eff. rank z", "state"],
+            [
+                [label, a.first.spec.name, *measured_cells(a)[:4], *measured_cells(a)[7:], a.first.state]
+                for label, a in zip(labels, arm_aggs)
+            ],
+        )
         for text in analysis.ANSWERS[name](arm_aggs):
             doc.paragraph(text)
         doc.paragraph(analysis.noise_paragraph(arm_aggs, analysis.primary_key(arm_aggs)))
-        doc.image(f"ablation_{name}", plots.ablation_bars(arm_aggs, labels, f"{name}: top-1 by arm"),
-                  f"Top-1 per arm of the `{name}` ablation (error bars: std over seeds, when measured).")
+        doc.image(
+            f"ablation_{name}",
+            plots.ablation_bars(arm_aggs, labels, f"{name}: top-1 by arm"),
+            f"Top-1 per arm of the `{name}` ablation (error bars: std over seeds, when measured).",
+        )
     return doc
 
 
@@ -277,9 +354,17 @@ figcaption { font-size: 0.85em; color: #555; } code { background: #f3f3f3; paddi
 
 
 def to_html(doc: Document) -> str:
-    parts = ["<!DOCTYPE html>", '<html lang="en">', "<head>", '<meta charset="utf-8">',
-             f"<title>{html.escape(doc.title)}</title>", f"<style>{CSS}</style>", "</head>", "<body>",
-             f"<h1>{html.escape(doc.title)}</h1>"]
+    parts = [
+        "<!DOCTYPE html>",
+        '<html lang="en">',
+        "<head>",
+        '<meta charset="utf-8">',
+        f"<title>{html.escape(doc.title)}</title>",
+        f"<style>{CSS}</style>",
+        "</head>",
+        "<body>",
+        f"<h1>{html.escape(doc.title)}</h1>",
+    ]
     for block in doc.blocks:
         kind = block[0]
         if kind == "h":
@@ -293,8 +378,10 @@ def to_html(doc: Document) -> str:
             parts.append(f'<div class="wide">{table}</div>')
         elif kind == "img":
             data = base64.b64encode(block[2]).decode("ascii")
-            parts.append(f'<figure id="{html.escape(block[1])}"><img alt="{html.escape(block[3])}" '
-                         f'src="data:image/png;base64,{data}"><figcaption>{_inline(block[3])}</figcaption></figure>')
+            parts.append(
+                f'<figure id="{html.escape(block[1])}"><img alt="{html.escape(block[3])}" '
+                f'src="data:image/png;base64,{data}"><figcaption>{_inline(block[3])}</figcaption></figure>'
+            )
     parts += ["</body>", "</html>"]
     return "\n".join(parts) + "\n"
 

@@ -79,8 +79,7 @@ def config_differences(saved: TrainConfig, wanted: TrainConfig) -> list[str]:
         if key in ("augment", "method_args"):
             prefix = "aug." if key == "augment" else "method."
             sub_a, sub_b = a.get(key) or {}, b.get(key) or {}
-            diffs += [prefix + k for k in sorted(set(sub_a) | set(sub_b))
-                      if _norm(sub_a.get(k)) != _norm(sub_b.get(k))]
+            diffs += [prefix + k for k in sorted(set(sub_a) | set(sub_b)) if _norm(sub_a.get(k)) != _norm(sub_b.get(k))]
         elif _norm(a.get(key)) != _norm(b.get(key)):
             diffs.append(key)
     return diffs
@@ -134,8 +133,11 @@ def train(cfg: TrainConfig, run_dir: Path, resume: bool, isolate: bool) -> str |
     if process.exitcode == 130:
         raise KeyboardInterrupt
     error = RunFolder(run_dir).file(ERROR)
-    return error.read_text().split("\n\n")[0] if error.is_file() else f"the training process exited with " \
-                                                                       f"code {process.exitcode}"
+    return (
+        error.read_text().split("\n\n")[0]
+        if error.is_file()
+        else f"the training process exited with code {process.exitcode}"
+    )
 
 
 def checkpoint_state(run_dir: Path) -> tuple[int, bool] | None:
@@ -153,18 +155,21 @@ def train_if_needed(spec: RunSpec, cfg: TrainConfig, run_dir: Path, isolate: boo
     if existing is not None:
         diffs = config_differences(RunFolder(run_dir).read_config(), cfg)
         if diffs:
-            raise ConfigError(f"{run_dir} holds a run of {spec.label} with other settings ({', '.join(diffs)}); "
-                              "nothing was overwritten. Choose another --out, or delete that folder to retrain.")
+            raise ConfigError(
+                f"{run_dir} holds a run of {spec.label} with other settings ({', '.join(diffs)}); "
+                "nothing was overwritten. Choose another --out, or delete that folder to retrain."
+            )
         step, finished = existing
         if finished or (cfg.max_steps is not None and step >= cfg.max_steps):
             log(f"{spec.name}: already trained ({step} steps), skipped")
-            return {"state": "finished" if finished else f"stopped at step {step}", "action": "skipped",
-                    "step": step}
+            return {"state": "finished" if finished else f"stopped at step {step}", "action": "skipped", "step": step}
         log(f"{spec.name}: resuming from step {step}")
         action = "resumed"
     else:
-        log(f"{spec.name}: training {cfg.method} ({cfg.backbone}, batch {cfg.batch_size}, {cfg.epochs} "
-            f"epoch{'s' if cfg.epochs != 1 else ''})")
+        log(
+            f"{spec.name}: training {cfg.method} ({cfg.backbone}, batch {cfg.batch_size}, {cfg.epochs} "
+            f"epoch{'s' if cfg.epochs != 1 else ''})"
+        )
         action = "trained"
     run_dir.mkdir(parents=True, exist_ok=True)
     error = train(cfg, run_dir, resume=existing is not None, isolate=isolate)
@@ -200,8 +205,16 @@ def evaluate(spec: RunSpec, run_dir: Path, opts: CompareOptions, baselines: bool
 
     started = time.perf_counter()
     log(f"{spec.name}: evaluating (kNN and linear probe on h and z{', baselines' if baselines else ''})")
-    evaluate_run(run_dir, "all", opts.device, baselines=baselines, progress=opts.progress,
-                 max_train=opts.eval_train, max_test=opts.eval_test, save_embeddings=True)
+    evaluate_run(
+        run_dir,
+        "all",
+        opts.device,
+        baselines=baselines,
+        progress=opts.progress,
+        max_train=opts.eval_train,
+        max_test=opts.eval_test,
+        save_embeddings=True,
+    )
     log(f"{spec.name}: evaluated in {time.perf_counter() - started:.0f} s")
     return {"eval_subset": [opts.eval_train, opts.eval_test]}
 
@@ -214,9 +227,11 @@ def _num_classes(opts: CompareOptions) -> int:
 
     dataset = load_dataset(opts.dataset, "train", opts.flags.get("data_dir"))
     if not dataset.has_labels:
-        raise ConfigError(f"the {opts.dataset} data has no labels: kNN/linear evaluation and the supervised "
-                          "baseline need them (use --no-supervised to train without it; evaluation still "
-                          "needs labels)")
+        raise ConfigError(
+            f"the {opts.dataset} data has no labels: kNN/linear evaluation and the supervised "
+            "baseline need them (use --no-supervised to train without it; evaluation still "
+            "needs labels)"
+        )
     return dataset.num_classes
 
 
@@ -238,13 +253,22 @@ def build_configs(plan: Plan, opts: CompareOptions) -> dict[str, TrainConfig]:
     return configs
 
 
-def run_compare(opts: CompareOptions, plan: Plan | None = None,
-                on_run: Callable[[RunSpec, dict[str, Any]], None] | None = None) -> tuple[Plan, list[RunResult]]:
+def run_compare(
+    opts: CompareOptions, plan: Plan | None = None, on_run: Callable[[RunSpec, dict[str, Any]], None] | None = None
+) -> tuple[Plan, list[RunResult]]:
     """Train and evaluate every run of the comparison, then write the report; returns the plan and results."""
     from selfsup.compare.report import write_report
 
-    plan = plan or plan_runs(opts.methods, opts.ablations, opts.preset, opts.run_flags, opts.sets, opts.seeds,
-                             opts.supervised, opts.ablation_seeds)
+    plan = plan or plan_runs(
+        opts.methods,
+        opts.ablations,
+        opts.preset,
+        opts.run_flags,
+        opts.sets,
+        opts.seeds,
+        opts.supervised,
+        opts.ablation_seeds,
+    )
     configs = build_configs(plan, opts)
     opts.out.mkdir(parents=True, exist_ok=True)
     RunFolder(opts.out).write_json(STATUS, {"command": opts.command, "runs": list(configs), "time": time.ctime()})
@@ -258,8 +282,12 @@ def run_compare(opts: CompareOptions, plan: Plan | None = None,
         signature = baseline_signature(cfg)
         has_baselines = "raw_pixels_knn_top1" in folder.read_evaluation()
         trained = checkpoint_state(run_dir) is not None
-        if opts.train and trained and not status.get("state", "").startswith("failed") \
-                and not eval_is_current(run_dir, status, opts):
+        if (
+            opts.train
+            and trained
+            and not status.get("state", "").startswith("failed")
+            and not eval_is_current(run_dir, status, opts)
+        ):
             status.pop("eval_error", None)
             try:
                 status.update(evaluate(spec, run_dir, opts, baselines=signature not in with_baselines))
@@ -282,4 +310,3 @@ def run_compare(opts: CompareOptions, plan: Plan | None = None,
     write_report(plan, results, opts, report_dir)
     log(f"report written to {report_dir / 'report.md'} and {report_dir / 'report.html'}")
     return plan, results
-

@@ -6,5 +6,13 @@ from selfsup.data.datasets import DATASETS, SPLITS, load_dataset
 from selfsup.data.pipeline import DATA_PATHS, build_pipeline
 from selfsup.data.sampling import ViewBatch
 
-__all__ = ["DATASETS", "DATA_PATHS", "SPLITS", "DatasetNotFoundError", "ImageDataset", "ViewBatch",
-           "build_pipeline", "load_dataset"]
+__all__ = [
+    "DATASETS",
+    "DATA_PATHS",
+    "SPLITS",
+    "DatasetNotFoundError",
+    "ImageDataset",
+    "ViewBatch",
+    "build_pipeline",
+    "load_dataset",
+]

@@ -94,4 +94,3 @@ class ImageDataset:
             classes=self.classes,
             native_size=self.native_size,
         )
-

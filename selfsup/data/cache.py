@@ -153,8 +153,14 @@ def cache_file(files: list[Path], size: int, channels: int, cache_dir: str | Pat
     return folder / f"{cache_identity(files, size, channels)}-{cache_fingerprint(files)}.npy"
 
 
-def build_cache(files: list[Path], size: int, channels: int, path: Path, num_workers: int = 0,
-                progress: Callable[[int], None] | None = None) -> None:
+def build_cache(
+    files: list[Path],
+    size: int,
+    channels: int,
+    path: Path,
+    num_workers: int = 0,
+    progress: Callable[[int], None] | None = None,
+) -> None:
     """Decode ``files`` into the ``.npy`` file ``path`` (written under a temporary name, then renamed),
     and delete stale caches of the same file list. ``num_workers`` decoding processes (0: this one)."""
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -165,7 +171,7 @@ def build_cache(files: list[Path], size: int, channels: int, path: Path, num_wor
         loader = DataLoader(_Decoded(files, size, channels), batch_size=64, num_workers=num_workers)
         start = 0
         for batch in loader:
-            out[start: start + len(batch)] = batch.numpy()
+            out[start : start + len(batch)] = batch.numpy()
             start += len(batch)
             if progress is not None:
                 progress(len(batch))
@@ -187,8 +193,14 @@ def load_cache(path: Path) -> torch.Tensor:
     return torch.from_numpy(np.load(path, mmap_mode="c"))
 
 
-def load_or_build(dataset: ImageDataset, image_size: int, cache_dir: str | Path | None = None,
-                  num_workers: int = 0, rank: int = 0, verbose: bool = True) -> ImageDataset:
+def load_or_build(
+    dataset: ImageDataset,
+    image_size: int,
+    cache_dir: str | Path | None = None,
+    num_workers: int = 0,
+    rank: int = 0,
+    verbose: bool = True,
+) -> ImageDataset:
     """The on-disk ``dataset`` as an in-memory one, decoded at ``stored_size(image_size)``.
 
     Reads the cache when it is current, else decodes (rank 0 only; other ranks wait at a barrier).
@@ -201,11 +213,22 @@ def load_or_build(dataset: ImageDataset, image_size: int, cache_dir: str | Path 
     path = cache_file(dataset.files, size, dataset.channels, cache_dir)
     if rank == 0 and not path.exists():
         if verbose:
-            print(f"selfsup: decoding {len(dataset)} images once at {size} px into {path} "
-                  f"({decoded_bytes(len(dataset), dataset.channels, size) / 2**20:.0f} MiB)",
-                  file=sys.stderr, flush=True)
+            print(
+                f"selfsup: decoding {len(dataset)} images once at {size} px into {path} "
+                f"({decoded_bytes(len(dataset), dataset.channels, size) / 2**20:.0f} MiB)",
+                file=sys.stderr,
+                flush=True,
+            )
         build_cache(dataset.files, size, dataset.channels, path, num_workers)
     dist.barrier()
     images = load_cache(path)
-    return ImageDataset(name=dataset.name, channels=dataset.channels, mean=dataset.mean, std=dataset.std,
-                        images=images, labels=dataset.labels, classes=dataset.classes, native_size=size)
+    return ImageDataset(
+        name=dataset.name,
+        channels=dataset.channels,
+        mean=dataset.mean,
+        std=dataset.std,
+        images=images,
+        labels=dataset.labels,
+        classes=dataset.classes,
+        native_size=size,
+    )

@@ -32,8 +32,18 @@ NATIVE_SIZES: Registry[NativeSize] = Registry("dataset")
 """The side of a dataset's images, known without loading it (image folders look at one file)."""
 
 FASHION_MNIST_SYSTEM_DIR = "/usr/share/datasets/fashion-mnist"
-FASHION_MNIST_CLASSES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
-                         "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"]
+FASHION_MNIST_CLASSES = [
+    "T-shirt/top",
+    "Trouser",
+    "Pullover",
+    "Dress",
+    "Coat",
+    "Sandal",
+    "Shirt",
+    "Sneaker",
+    "Bag",
+    "Ankle boot",
+]
 
 
 def default_cache_dir() -> Path:
@@ -89,7 +99,7 @@ def read_idx(path: Path) -> np.ndarray:
     if data[0] != 0 or data[1] != 0 or data[2] != 0x08:
         raise ValueError(f"{path} is not an unsigned-byte IDX file")
     ndim = data[3]
-    shape = [int.from_bytes(data[4 + 4 * i: 8 + 4 * i], "big") for i in range(ndim)]
+    shape = [int.from_bytes(data[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim)]
     array = np.frombuffer(data, dtype=np.uint8, offset=4 + 4 * ndim)
     if array.size != int(np.prod(shape)):
         raise ValueError(f"{path} is truncated: expected {int(np.prod(shape))} values, found {array.size}")
@@ -170,15 +180,21 @@ def fashion_mnist(split: str, data_dir: str | None = None) -> ImageDataset:
         )
     images = torch.from_numpy(read_idx(pair[0]).copy()).unsqueeze(1)
     labels = torch.from_numpy(read_idx(pair[1]).astype(np.int64))
-    return ImageDataset(name="fashion-mnist", channels=1, mean=[0.2860], std=[0.3530], images=images,
-                        labels=labels, classes=list(FASHION_MNIST_CLASSES))
+    return ImageDataset(
+        name="fashion-mnist",
+        channels=1,
+        mean=[0.2860],
+        std=[0.3530],
+        images=images,
+        labels=labels,
+        classes=list(FASHION_MNIST_CLASSES),
+    )
 
 
 # ----------------------------------------------------------------------------- torchvision sets
 
 
-def _torchvision_set(factory: Callable[..., object], name: str, data_dir: str | None,
-                     **kwargs: object) -> object:
+def _torchvision_set(factory: Callable[..., object], name: str, data_dir: str | None, **kwargs: object) -> object:
     """Build a torchvision dataset from ``data_dir``, downloading only if it is missing."""
     root = Path(data_dir) if data_dir else default_cache_dir()
     try:
@@ -216,8 +232,15 @@ def cifar10(split: str, data_dir: str | None = None) -> ImageDataset:
 
     check_split(split)
     ds = _torchvision_set(torchvision.datasets.CIFAR10, "CIFAR-10", data_dir, train=split != "test")
-    return ImageDataset(name="cifar10", channels=3, mean=[0.4914, 0.4822, 0.4465], std=[0.2470, 0.2435, 0.2616],
-                        images=_hwc_to_tensor(ds.data), labels=torch.tensor(ds.targets), classes=ds.classes)
+    return ImageDataset(
+        name="cifar10",
+        channels=3,
+        mean=[0.4914, 0.4822, 0.4465],
+        std=[0.2470, 0.2435, 0.2616],
+        images=_hwc_to_tensor(ds.data),
+        labels=torch.tensor(ds.targets),
+        classes=ds.classes,
+    )
 
 
 @DATASETS.register("cifar100")
@@ -227,8 +250,15 @@ def cifar100(split: str, data_dir: str | None = None) -> ImageDataset:
 
     check_split(split)
     ds = _torchvision_set(torchvision.datasets.CIFAR100, "CIFAR-100", data_dir, train=split != "test")
-    return ImageDataset(name="cifar100", channels=3, mean=[0.5071, 0.4865, 0.4409], std=[0.2673, 0.2564, 0.2762],
-                        images=_hwc_to_tensor(ds.data), labels=torch.tensor(ds.targets), classes=ds.classes)
+    return ImageDataset(
+        name="cifar100",
+        channels=3,
+        mean=[0.5071, 0.4865, 0.4409],
+        std=[0.2673, 0.2564, 0.2762],
+        images=_hwc_to_tensor(ds.data),
+        labels=torch.tensor(ds.targets),
+        classes=ds.classes,
+    )
 
 
 @DATASETS.register("stl10")
@@ -243,6 +273,12 @@ def stl10(split: str, data_dir: str | None = None) -> ImageDataset:
     check_split(split)
     tv_split = {"pretrain": "train+unlabeled", "train": "train", "test": "test"}[split]
     ds = _torchvision_set(torchvision.datasets.STL10, "STL-10", data_dir, split=tv_split)
-    return ImageDataset(name="stl10", channels=3, mean=[0.4467, 0.4398, 0.4066], std=[0.2603, 0.2566, 0.2713],
-                        images=torch.from_numpy(np.ascontiguousarray(ds.data)),
-                        labels=torch.from_numpy(ds.labels.astype(np.int64)), classes=ds.classes)
+    return ImageDataset(
+        name="stl10",
+        channels=3,
+        mean=[0.4467, 0.4398, 0.4066],
+        std=[0.2603, 0.2566, 0.2713],
+        images=torch.from_numpy(np.ascontiguousarray(ds.data)),
+        labels=torch.from_numpy(ds.labels.astype(np.int64)),
+        classes=ds.classes,
+    )

@@ -55,8 +55,10 @@ def _labelled(folders: list[Path], classes: list[str]) -> tuple[list[Path], list
 def scan_image_folder(root: Path, split: str) -> tuple[list[Path], list[int] | None, list[str]]:
     """Resolve ``split`` of ``root`` to (files, labels or None, class names)."""
     if not root.is_dir():
-        raise DatasetNotFoundError(f"--data-dir {root} is not a directory. For imagefolder, point "
-                                   "--data-dir at a folder of images (see `selfsup pretrain --help`).")
+        raise DatasetNotFoundError(
+            f"--data-dir {root} is not a directory. For imagefolder, point "
+            "--data-dir at a folder of images (see `selfsup pretrain --help`)."
+        )
     subdirs = {d.name.lower(): d for d in root.iterdir() if d.is_dir()}
     train_dir = next((subdirs[n] for n in TRAIN_NAMES if n in subdirs), None)
     test_dir = next((subdirs[n] for n in TEST_NAMES if n in subdirs), None)
@@ -85,13 +87,16 @@ def scan_image_folder(root: Path, split: str) -> tuple[list[Path], list[int] | N
 
 def _files(split: str, data_dir: str | None) -> tuple[Path, list[Path], list[int] | None, list[str]]:
     if not data_dir:
-        raise DatasetNotFoundError("the imagefolder dataset needs --data-dir pointing at your images, "
-                                   "e.g. --data-dir ~/photos (class sub-folders give labels for evaluation)")
+        raise DatasetNotFoundError(
+            "the imagefolder dataset needs --data-dir pointing at your images, "
+            "e.g. --data-dir ~/photos (class sub-folders give labels for evaluation)"
+        )
     root = Path(data_dir).expanduser()
     files, labels, classes = scan_image_folder(root, split)
     if not files:
-        raise DatasetNotFoundError(f"no images ({', '.join(sorted(IMAGE_SUFFIXES))}) found for split "
-                                   f"{split!r} under {root}")
+        raise DatasetNotFoundError(
+            f"no images ({', '.join(sorted(IMAGE_SUFFIXES))}) found for split {split!r} under {root}"
+        )
     return root, files, labels, classes
 
 
@@ -116,6 +121,13 @@ def image_folder(split: str, data_dir: str | None = None) -> ImageDataset:
         channels = 1 if first.mode in ("L", "I", "I;16", "1") else 3
     native = _native(files[0])
     mean, std = (IMAGENET_MEAN, IMAGENET_STD) if channels == 3 else ([0.5], [0.25])
-    return ImageDataset(name="imagefolder", channels=channels, mean=mean, std=std, files=files,
-                        labels=torch.tensor(labels) if labels is not None else None, classes=classes,
-                        native_size=native)
+    return ImageDataset(
+        name="imagefolder",
+        channels=channels,
+        mean=mean,
+        std=std,
+        files=files,
+        labels=torch.tensor(labels) if labels is not None else None,
+        classes=classes,
+        native_size=native,
+    )

@@ -21,8 +21,17 @@ from selfsup.data.sampling import Sharding, ViewBatch, batch_generator, batch_la
 class BatchedPipeline:
     """In-memory uint8 images, augmented in batches on the training device."""
 
-    def __init__(self, *, dataset: ImageDataset, augment: AugmentConfig, batch_size: int, device: torch.device,
-                 seed: int = 0, rank: int = 0, world_size: int = 1) -> None:
+    def __init__(
+        self,
+        *,
+        dataset: ImageDataset,
+        augment: AugmentConfig,
+        batch_size: int,
+        device: torch.device,
+        seed: int = 0,
+        rank: int = 0,
+        world_size: int = 1,
+    ) -> None:
         if dataset.images is None:
             raise ValueError("BatchedPipeline needs an in-memory dataset")
         self.dataset = dataset

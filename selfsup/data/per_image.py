@@ -51,8 +51,18 @@ class PerImageViews(Dataset):
 class PerImagePipeline:
     """The conventional pipeline: DataLoader workers apply torchvision transforms image by image."""
 
-    def __init__(self, *, dataset: ImageDataset, augment: AugmentConfig, batch_size: int, device: torch.device,
-                 seed: int = 0, rank: int = 0, world_size: int = 1, num_workers: int = 2) -> None:
+    def __init__(
+        self,
+        *,
+        dataset: ImageDataset,
+        augment: AugmentConfig,
+        batch_size: int,
+        device: torch.device,
+        seed: int = 0,
+        rank: int = 0,
+        world_size: int = 1,
+        num_workers: int = 2,
+    ) -> None:
         self.dataset = dataset
         self.views = PerImageViews(dataset, augment, seed)
         self.sharding = Sharding(len(dataset), batch_size, rank, world_size)
@@ -66,9 +76,15 @@ class PerImagePipeline:
 
     def epoch(self, epoch: int, start_batch: int = 0) -> Iterator[ViewBatch]:
         order = epoch_order(len(self.dataset), self.seed, epoch)
-        loader = DataLoader(self.views, batch_sampler=EpochBatches(order, self.sharding, epoch, start_batch),
-                            num_workers=self.num_workers, collate_fn=collate_views,
-                            pin_memory=self.device.type == "cuda", persistent_workers=False)
+        loader = DataLoader(
+            self.views,
+            batch_sampler=EpochBatches(order, self.sharding, epoch, start_batch),
+            num_workers=self.num_workers,
+            collate_fn=collate_views,
+            pin_memory=self.device.type == "cuda",
+            persistent_workers=False,
+        )
         for views, index in loader:
-            yield ViewBatch([v.to(self.device, non_blocking=True) for v in views], index,
-                            batch_labels(self.dataset.labels, index))
+            yield ViewBatch(
+                [v.to(self.device, non_blocking=True) for v in views], index, batch_labels(self.dataset.labels, index)
+            )

@@ -28,8 +28,9 @@ from selfsup.data.streaming import StreamingPipeline, default_workers
 DATA_PATHS = ("auto", "batched", "streaming", "per-image")
 
 
-def choose_data_path(dataset: ImageDataset, augment: AugmentConfig, data_path: str = "auto",
-                     memory_budget_mb: int | None = None) -> str:
+def choose_data_path(
+    dataset: ImageDataset, augment: AugmentConfig, data_path: str = "auto", memory_budget_mb: int | None = None
+) -> str:
     """Which pipeline ``build_pipeline`` builds: ``batched`` (in-memory data), ``cached`` (an image folder
     decoded once into memory, then batched), ``streaming`` (an image folder over the memory budget) or
     ``per-image`` (the conventional pipeline, only when asked for)."""
@@ -39,8 +40,9 @@ def choose_data_path(dataset: ImageDataset, augment: AugmentConfig, data_path: s
         return "per-image"
     if dataset.in_memory:
         if data_path == "streaming":
-            raise ValueError(f"data_path=streaming reads image files; {dataset.name} is held in memory "
-                             "(use auto or batched)")
+            raise ValueError(
+                f"data_path=streaming reads image files; {dataset.name} is held in memory (use auto or batched)"
+            )
         return "batched"
     if data_path == "streaming":
         return "streaming"
@@ -50,16 +52,28 @@ def choose_data_path(dataset: ImageDataset, augment: AugmentConfig, data_path: s
     if data_path == "batched":
         size = stored_size(image_size)
         need = decoded_bytes(len(dataset), dataset.channels, size) / 2**20
-        raise ValueError(f"data_path=batched: the {len(dataset)} images decoded at {size} px need {need:.0f} MiB, "
-                         f"over the memory budget of {memory_budget_bytes(memory_budget_mb) / 2**20:.0f} MiB; "
-                         "raise memory_budget_mb or use data_path=auto (streaming)")
+        raise ValueError(
+            f"data_path=batched: the {len(dataset)} images decoded at {size} px need {need:.0f} MiB, "
+            f"over the memory budget of {memory_budget_bytes(memory_budget_mb) / 2**20:.0f} MiB; "
+            "raise memory_budget_mb or use data_path=auto (streaming)"
+        )
     return "streaming"
 
 
-def build_pipeline(dataset: ImageDataset, augment: AugmentConfig, *, batch_size: int, device: torch.device,
-                   data_path: str = "auto", seed: int = 0, rank: int = 0, world_size: int = 1,
-                   num_workers: int = 2, memory_budget_mb: int | None = None,
-                   cache_dir: str | None = None) -> ViewPipeline:
+def build_pipeline(
+    dataset: ImageDataset,
+    augment: AugmentConfig,
+    *,
+    batch_size: int,
+    device: torch.device,
+    data_path: str = "auto",
+    seed: int = 0,
+    rank: int = 0,
+    world_size: int = 1,
+    num_workers: int = 2,
+    memory_budget_mb: int | None = None,
+    cache_dir: str | None = None,
+) -> ViewPipeline:
     """The view pipeline for ``dataset`` (see :func:`choose_data_path`).
 
     ``auto``: in-memory datasets are augmented in batches on the device; an image folder whose decoded
@@ -69,13 +83,25 @@ def build_pipeline(dataset: ImageDataset, augment: AugmentConfig, *, batch_size:
     conventional torchvision pipeline.
     """
     path = choose_data_path(dataset, augment, data_path, memory_budget_mb)
-    common = {"augment": augment, "batch_size": batch_size, "device": device, "seed": seed, "rank": rank,
-              "world_size": world_size}
+    common = {
+        "augment": augment,
+        "batch_size": batch_size,
+        "device": device,
+        "seed": seed,
+        "rank": rank,
+        "world_size": world_size,
+    }
     if path == "per-image":
         return PerImagePipeline(dataset=dataset, num_workers=num_workers, **common)
     if path == "streaming":
         return StreamingPipeline(dataset=dataset, num_workers=num_workers, **common)
     if path == "cached":
-        dataset = load_or_build(dataset, int(augment.image_size), cache_dir,  # type: ignore[arg-type]
-                                default_workers(num_workers), rank, verbose=rank == 0)
+        dataset = load_or_build(
+            dataset,
+            int(augment.image_size),
+            cache_dir,  # type: ignore[arg-type]
+            default_workers(num_workers),
+            rank,
+            verbose=rank == 0,
+        )
     return BatchedPipeline(dataset=dataset, **common)

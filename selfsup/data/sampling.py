@@ -69,11 +69,13 @@ class Sharding:
 
     def __init__(self, num_items: int, global_batch: int, rank: int, world_size: int) -> None:
         if global_batch % world_size:
-            raise ValueError(f"the global batch {global_batch} must be divisible by the number of "
-                             f"processes {world_size}")
+            raise ValueError(
+                f"the global batch {global_batch} must be divisible by the number of processes {world_size}"
+            )
         if num_items < global_batch:
-            raise ValueError(f"the dataset has {num_items} images, fewer than one batch of {global_batch}; "
-                             "lower --batch-size")
+            raise ValueError(
+                f"the dataset has {num_items} images, fewer than one batch of {global_batch}; lower --batch-size"
+            )
         self.num_items = num_items
         self.global_batch = global_batch
         self.local_batch = global_batch // world_size
@@ -84,7 +86,7 @@ class Sharding:
 
     def local_indices(self, order: torch.Tensor, batch: int) -> torch.Tensor:
         start = batch * self.global_batch + self.rank * self.local_batch
-        return order[start: start + self.local_batch]
+        return order[start : start + self.local_batch]
 
 
 class EpochBatches:

@@ -46,8 +46,9 @@ from selfsup.data.sampling import (
 _UNIFORMS = 2 * CROP_ATTEMPTS + 3  # area and ratio attempts, top, left, flip
 
 
-def draft_request(image_wh: tuple[int, int], boxes: list[tuple[float, float, float, float]],
-                  sizes: list[int]) -> tuple[int, int] | None:
+def draft_request(
+    image_wh: tuple[int, int], boxes: list[tuple[float, float, float, float]], sizes: list[int]
+) -> tuple[int, int] | None:
     """The size to ask PIL's JPEG ``draft`` for, so that every crop box ``(left, top, width, height)``
     keeps at least its output size ``sizes[v]`` in both directions; None when no reduction is possible.
 
@@ -59,8 +60,14 @@ def draft_request(image_wh: tuple[int, int], boxes: list[tuple[float, float, flo
     return int(math.ceil(width / reduction)), int(math.ceil(height / reduction))
 
 
-def crop_views(path: str, specs: list[ViewSpec], cfg: AugmentConfig, channels: int, generator: torch.Generator,
-               use_draft: bool = True) -> list[torch.Tensor]:
+def crop_views(
+    path: str,
+    specs: list[ViewSpec],
+    cfg: AugmentConfig,
+    channels: int,
+    generator: torch.Generator,
+    use_draft: bool = True,
+) -> list[torch.Tensor]:
     """Decode ``path`` and return one uint8 ``(C, S, S)`` random-resized crop (and flip) per view.
 
     Each view draws torchvision's ``RandomResizedCrop`` box on the original image size; the crop is
@@ -73,9 +80,14 @@ def crop_views(path: str, specs: list[ViewSpec], cfg: AugmentConfig, channels: i
         boxes, flips = [], []
         for v, spec in enumerate(specs):
             top, left, h, w = crop_boxes_from_uniforms(
-                u[v: v + 1, :CROP_ATTEMPTS], u[v: v + 1, CROP_ATTEMPTS: 2 * CROP_ATTEMPTS],
-                u[v: v + 1, 2 * CROP_ATTEMPTS], u[v: v + 1, 2 * CROP_ATTEMPTS + 1], (height, width),
-                spec.scale, cfg.crop_ratio)
+                u[v : v + 1, :CROP_ATTEMPTS],
+                u[v : v + 1, CROP_ATTEMPTS : 2 * CROP_ATTEMPTS],
+                u[v : v + 1, 2 * CROP_ATTEMPTS],
+                u[v : v + 1, 2 * CROP_ATTEMPTS + 1],
+                (height, width),
+                spec.scale,
+                cfg.crop_ratio,
+            )
             boxes.append((float(left), float(top), float(w), float(h)))
             flip_view = 0 if cfg.shared_flip else v
             flips.append(bool(u[flip_view, 2 * CROP_ATTEMPTS + 2] < cfg.for_view(flip_view, "flip_prob")))
@@ -127,9 +139,19 @@ def default_workers(num_workers: int) -> int:
 class StreamingPipeline:
     """Image files cropped by DataLoader workers, coloured in batches on the training device."""
 
-    def __init__(self, *, dataset: ImageDataset, augment: AugmentConfig, batch_size: int, device: torch.device,
-                 seed: int = 0, rank: int = 0, world_size: int = 1, num_workers: int = 0,
-                 use_draft: bool = True) -> None:
+    def __init__(
+        self,
+        *,
+        dataset: ImageDataset,
+        augment: AugmentConfig,
+        batch_size: int,
+        device: torch.device,
+        seed: int = 0,
+        rank: int = 0,
+        world_size: int = 1,
+        num_workers: int = 0,
+        use_draft: bool = True,
+    ) -> None:
         self.dataset = dataset
         self.crops = StreamedCrops(dataset, augment, seed, use_draft)
         self.augmenter = BatchedViewAugmenter(augment, dataset.channels, dataset.mean, dataset.std)
@@ -142,16 +164,22 @@ class StreamingPipeline:
 
     def epoch(self, epoch: int, start_batch: int = 0) -> Iterator[ViewBatch]:
         order = epoch_order(len(self.dataset), self.seed, epoch)
-        loader = DataLoader(self.crops, batch_sampler=EpochBatches(order, self.sharding, epoch, start_batch),
-                            num_workers=self.num_workers, collate_fn=collate_views,
-                            pin_memory=self.device.type == "cuda", persistent_workers=False,
-                            prefetch_factor=4 if self.num_workers else None)
+        loader = DataLoader(
+            self.crops,
+            batch_sampler=EpochBatches(order, self.sharding, epoch, start_batch),
+            num_workers=self.num_workers,
+            collate_fn=collate_views,
+            pin_memory=self.device.type == "cuda",
+            persistent_workers=False,
+            prefetch_factor=4 if self.num_workers else None,
+        )
         for batch, (crops, index) in enumerate(loader, start=start_batch):
             generator = batch_generator(self.seed, epoch, batch, self.rank)
             views = []
             for spec, crop in zip(self.crops.specs, crops):
                 crop = crop.to(self.device, non_blocking=True)
-                params = self.augmenter.sample_params(len(crop), spec.index, generator, crop.shape[-2:],
-                                                      device=self.device)
+                params = self.augmenter.sample_params(
+                    len(crop), spec.index, generator, crop.shape[-2:], device=self.device
+                )
                 views.append(self.augmenter.colour(crop, params))
             yield ViewBatch(views, index, batch_labels(self.dataset.labels, index))

@@ -75,9 +75,13 @@ class TrialResult:
         return self.finite and self.agrees and math.isfinite(self.seconds_per_step)
 
     def as_dict(self) -> dict[str, object]:
-        return {"candidate": self.candidate.label, "seconds_per_step": round(self.seconds_per_step, 5),
-                "losses": [round(v, 6) for v in self.losses], "qualifies": self.qualifies,
-                **({"error": self.error} if self.error else {})}
+        return {
+            "candidate": self.candidate.label,
+            "seconds_per_step": round(self.seconds_per_step, 5),
+            "losses": [round(v, 6) for v in self.losses],
+            "qualifies": self.qualifies,
+            **({"error": self.error} if self.error else {}),
+        }
 
 
 def candidates(precisions: list[str], channels_last: list[bool]) -> list[Candidate]:
@@ -90,8 +94,13 @@ StepRunner = Callable[[int], float]
 """Runs trial step ``i`` of one candidate (forward, backward, optimizer step) and returns its loss."""
 
 
-def measure(options: list[Candidate], runners: list[StepRunner], sync: Callable[[], None],
-            warmup: int = WARMUP_STEPS, timed: int = TIMED_STEPS) -> list[TrialResult]:
+def measure(
+    options: list[Candidate],
+    runners: list[StepRunner],
+    sync: Callable[[], None],
+    warmup: int = WARMUP_STEPS,
+    timed: int = TIMED_STEPS,
+) -> list[TrialResult]:
     """Run ``warmup`` untimed steps of every candidate, then ``timed`` rounds of one step of each candidate in
     turn; a candidate's time is its fastest step. Interleaving the candidates (rather than timing one after
     the other) means a burst of load from another process slows one step of each, not all steps of one.
@@ -157,7 +166,10 @@ def describe(results: list[TrialResult], chosen: TrialResult, images_per_step: i
     """One line for the console: the choice and every candidate's speed."""
     parts = []
     for r in results:
-        speed = f"{images_per_step / r.seconds_per_step:.0f} img/s" if math.isfinite(r.seconds_per_step) else \
-            ("non-finite loss" if not r.finite else "loss disagrees with fp32")
+        speed = (
+            f"{images_per_step / r.seconds_per_step:.0f} img/s"
+            if math.isfinite(r.seconds_per_step)
+            else ("non-finite loss" if not r.finite else "loss disagrees with fp32")
+        )
         parts.append(f"{r.candidate.label} {speed}")
     return f"runtime: {chosen.candidate.label} (measured: {', '.join(parts)})"

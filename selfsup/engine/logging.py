@@ -37,8 +37,9 @@ class MetricsLogger:
     def log(self, row: dict[str, Any]) -> None:
         if not self.enabled:
             return
-        clean = {k: (to_float(v) if not isinstance(v, (str, int)) or isinstance(v, bool) else v)
-                 for k, v in row.items()}
+        clean = {
+            k: (to_float(v) if not isinstance(v, (str, int)) or isinstance(v, bool) else v) for k, v in row.items()
+        }
         with self.path.open("a", encoding="utf-8") as handle:
             handle.write(json.dumps(clean) + "\n")
         if self.writer is not None:
@@ -50,8 +51,11 @@ class MetricsLogger:
         """Drop rows beyond ``step`` (after resuming from an earlier checkpoint)."""
         if not self.enabled or not self.path.exists():
             return
-        rows = [line for line in self.path.read_text().splitlines()
-                if line.strip() and json.loads(line).get("step", 0) <= step]
+        rows = [
+            line
+            for line in self.path.read_text().splitlines()
+            if line.strip() and json.loads(line).get("step", 0) <= step
+        ]
         self.path.write_text("".join(r + "\n" for r in rows))
 
     def close(self) -> None:
@@ -63,12 +67,14 @@ class ProgressBar:
     """A tqdm bar over optimizer steps showing loss, LR, images/s and the ETA."""
 
     def __init__(self, total: int, initial: int, enabled: bool) -> None:
-        self.bar = tqdm(total=total, initial=initial, disable=not enabled, unit="step", dynamic_ncols=True,
-                        desc="pretrain")
+        self.bar = tqdm(
+            total=total, initial=initial, disable=not enabled, unit="step", dynamic_ncols=True, desc="pretrain"
+        )
 
     def update(self, loss: float, lr: float, images_per_s: float, epoch: int) -> None:
-        self.bar.set_postfix(epoch=epoch, loss=f"{loss:.4f}", lr=f"{lr:.3g}", img_s=f"{images_per_s:.0f}",
-                             refresh=False)
+        self.bar.set_postfix(
+            epoch=epoch, loss=f"{loss:.4f}", lr=f"{lr:.3g}", img_s=f"{images_per_s:.0f}", refresh=False
+        )
         self.bar.update(1)
 
     def write(self, text: str) -> None:

@@ -83,18 +83,28 @@ class Trainer:
         if cfg.sync_bn and self.world > 1 and self.device.type != "cuda":
             raise ConfigError("sync_bn=true needs CUDA GPUs: PyTorch's SyncBatchNorm does not run on the CPU")
         if cfg.batch_size % self.world:
-            raise ConfigError(f"--batch-size {cfg.batch_size} is the global batch and must be divisible by "
-                              f"the {self.world} processes")
+            raise ConfigError(
+                f"--batch-size {cfg.batch_size} is the global batch and must be divisible by the {self.world} processes"
+            )
         seed_everything(cfg.seed)
 
         self.dataset = load_dataset(cfg.dataset, "pretrain", cfg.data_dir)
         if cfg.train_subset:
             self.dataset = self.dataset.evenly_spaced(cfg.train_subset)
         self.image_size = int(require_resolved(cfg.augment).image_size)  # type: ignore[arg-type]
-        self.pipeline = build_pipeline(self.dataset, cfg.augment, batch_size=cfg.batch_size, device=self.device,
-                                       data_path=cfg.data_path, seed=cfg.seed, rank=self.rank, world_size=self.world,
-                                       num_workers=cfg.num_workers, memory_budget_mb=cfg.memory_budget_mb,
-                                       cache_dir=cfg.cache_dir)
+        self.pipeline = build_pipeline(
+            self.dataset,
+            cfg.augment,
+            batch_size=cfg.batch_size,
+            device=self.device,
+            data_path=cfg.data_path,
+            seed=cfg.seed,
+            rank=self.rank,
+            world_size=self.world,
+            num_workers=cfg.num_workers,
+            memory_budget_mb=cfg.memory_budget_mb,
+            cache_dir=cfg.cache_dir,
+        )
         self.steps_per_epoch = len(self.pipeline)
         self.total_steps = cfg.epochs * self.steps_per_epoch
 
@@ -174,10 +184,12 @@ class Trainer:
         self.method.eval()
         try:
             with runtime.autocast(self.device, self.amp_dtype):
-                h_bank, z_bank = extract_features(self.method.embed, bank, self.image_size, self.device,
-                                                  channels_last=self.channels_last)
-                h_query, _ = extract_features(self.method.embed, queries, self.image_size, self.device,
-                                              channels_last=self.channels_last)
+                h_bank, z_bank = extract_features(
+                    self.method.embed, bank, self.image_size, self.device, channels_last=self.channels_last
+                )
+                h_query, _ = extract_features(
+                    self.method.embed, queries, self.image_size, self.device, channels_last=self.channels_last
+                )
         finally:
             self.method.train(was_training)
         return {
@@ -228,11 +240,19 @@ class Trainer:
                         last_logs = {k: to_float(v) for k, v in out.logs.items()}
                         if out.embedding is not None:
                             last_logs["z_std"] = embedding_std(out.embedding)
-                        row = {"step": step, "epoch": epoch + batch / self.steps_per_epoch, "loss": last_loss,
-                               "lr": self.optimizer.param_groups[0]["lr"], "images_per_s": images_per_s,
-                               **last_logs}
-                        if end_of_epoch and cfg.knn_every and ((epoch + 1) % cfg.knn_every == 0
-                                                               or epoch + 1 == cfg.epochs):
+                        row = {
+                            "step": step,
+                            "epoch": epoch + batch / self.steps_per_epoch,
+                            "loss": last_loss,
+                            "lr": self.optimizer.param_groups[0]["lr"],
+                            "images_per_s": images_per_s,
+                            **last_logs,
+                        }
+                        if (
+                            end_of_epoch
+                            and cfg.knn_every
+                            and ((epoch + 1) % cfg.knn_every == 0 or epoch + 1 == cfg.epochs)
+                        ):
                             monitor = self.knn_monitor()
                             row.update(monitor)
                             if monitor:
@@ -246,22 +266,32 @@ class Trainer:
                     epoch, start_batch = epoch + 1, 0
                 else:
                     start_batch = batch
-                self._save(epoch, start_batch, step, time.perf_counter() - run_start,
-                           finished=epoch >= cfg.epochs)
+                self._save(epoch, start_batch, step, time.perf_counter() - run_start, finished=epoch >= cfg.epochs)
                 dist.barrier()
         finally:
             bar.close()
             logger.close()
         wall = time.perf_counter() - run_start
         summary = {
-            "method": cfg.method, "dataset": cfg.dataset, "preset": cfg.preset, "steps": step,
-            "epochs": step / self.steps_per_epoch, "wall_time_s": round(wall, 2),
+            "method": cfg.method,
+            "dataset": cfg.dataset,
+            "preset": cfg.preset,
+            "steps": step,
+            "epochs": step / self.steps_per_epoch,
+            "wall_time_s": round(wall, 2),
             "images_per_s": round(step * cfg.batch_size / max(wall, 1e-9), 2),
-            "peak_rss_mib": round(runtime.peak_rss_mib(), 1), "peak_gpu_mib": runtime.peak_gpu_mib(self.device),
-            "final_loss": last_loss, **initial, **{f"final_{k}": v for k, v in last_logs.items()},
-            **{f"final_{k}": v for k, v in monitor.items()}, "world_size": self.world,
-            "device": str(self.device), "finished": epoch >= cfg.epochs, "precision": cfg.precision,
-            "channels_last": self.channels_last, "machine": runtime.machine(),
+            "peak_rss_mib": round(runtime.peak_rss_mib(), 1),
+            "peak_gpu_mib": runtime.peak_gpu_mib(self.device),
+            "final_loss": last_loss,
+            **initial,
+            **{f"final_{k}": v for k, v in last_logs.items()},
+            **{f"final_{k}": v for k, v in monitor.items()},
+            "world_size": self.world,
+            "device": str(self.device),
+            "finished": epoch >= cfg.epochs,
+            "precision": cfg.precision,
+            "channels_last": self.channels_last,
+            "machine": runtime.machine(),
             **({"runtime_trial": self.runtime_trial} if self.runtime_trial else {}),
         }
         if self.main:
@@ -270,19 +300,36 @@ class Trainer:
 
     def train_step(self, batch: ViewBatch, step: int, epoch: int) -> Any:
         """One optimizer step on a batch of views: LR, forward, finiteness check, backward, step, hooks."""
-        return self._step(self.model, self.method, self.optimizer, self.amp_dtype, self.memory_format, batch,
-                          step, epoch)
+        return self._step(
+            self.model, self.method, self.optimizer, self.amp_dtype, self.memory_format, batch, step, epoch
+        )
 
-    def _step(self, model: nn.Module, method: Method, optimizer: torch.optim.Optimizer,
-              amp_dtype: torch.dtype | None, memory_format: torch.memory_format, batch: ViewBatch,
-              step: int, epoch: int) -> Any:
+    def _step(
+        self,
+        model: nn.Module,
+        method: Method,
+        optimizer: torch.optim.Optimizer,
+        amp_dtype: torch.dtype | None,
+        memory_format: torch.memory_format,
+        batch: ViewBatch,
+        step: int,
+        epoch: int,
+    ) -> Any:
         """:meth:`train_step` on any replica of the method (the runtime trial trains copies)."""
         cfg = self.cfg
         progress = Progress(step, self.total_steps, epoch, self.steps_per_epoch)
-        factor = lr_factor(step, self.steps_per_epoch, cfg.epochs, schedule=cfg.schedule,
-                           warmup_epochs=cfg.warmup_epochs, warmup_start_ratio=cfg.warmup_start_ratio,
-                           final_lr_ratio=cfg.final_lr_ratio, milestones=cfg.lr_milestones,
-                           gamma=cfg.lr_gamma, per_step=cfg.schedule_per_step)
+        factor = lr_factor(
+            step,
+            self.steps_per_epoch,
+            cfg.epochs,
+            schedule=cfg.schedule,
+            warmup_epochs=cfg.warmup_epochs,
+            warmup_start_ratio=cfg.warmup_start_ratio,
+            final_lr_ratio=cfg.final_lr_ratio,
+            milestones=cfg.lr_milestones,
+            gamma=cfg.lr_gamma,
+            per_step=cfg.schedule_per_step,
+        )
         apply_lr(optimizer, cfg.lr, factor)
         views = [v.contiguous(memory_format=memory_format) for v in batch.views]
         with runtime.autocast(self.device, amp_dtype):
@@ -325,8 +372,9 @@ class Trainer:
             print(f"selfsup: {autotune.describe(results, chosen, cfg.batch_size // self.world)}", flush=True)
         return {"chosen": chosen.candidate.label, "candidates": [r.as_dict() for r in results]}
 
-    def _trial_runner(self, option: autotune.Candidate, batches: list[ViewBatch],
-                      rng: dict[str, Any]) -> autotune.StepRunner:
+    def _trial_runner(
+        self, option: autotune.Candidate, batches: list[ViewBatch], rng: dict[str, Any]
+    ) -> autotune.StepRunner:
         """Trial steps of ``option`` on a copy of the method with its own optimizer and its own random state
         (starting from ``rng``, so that every candidate draws the same numbers)."""
         replica = copy.deepcopy(self.method)
@@ -356,11 +404,9 @@ class Trainer:
         if finite.item() == 1.0:
             return
         path = self.folder.checkpoint_path
-        kept = f"The last good checkpoint is kept at {path}" if path.exists() else \
-            "No checkpoint had been written yet"
+        kept = f"The last good checkpoint is kept at {path}" if path.exists() else "No checkpoint had been written yet"
         raise TrainingDiverged(
             f"the loss became {to_float(loss)} at step {step + 1} (epoch {epoch + 1}); training stopped. "
             f"{kept}. Lower the learning rate (--set base_lr=...), use --set grad_clip=1.0 or "
             f"--set precision=fp32, then resume with --resume or start again."
         )
-

@@ -59,8 +59,9 @@ def load_trained_method(run_dir: str | Path, device: torch.device, channels: int
     return method.to(device).eval(), cfg
 
 
-def _scores(train: tuple[torch.Tensor, torch.Tensor], test: tuple[torch.Tensor, torch.Tensor],
-            protocols: Sequence[str]) -> dict[str, float]:
+def _scores(
+    train: tuple[torch.Tensor, torch.Tensor], test: tuple[torch.Tensor, torch.Tensor], protocols: Sequence[str]
+) -> dict[str, float]:
     (x, y), (xt, yt) = train, test
     out = {}
     if "knn" in protocols:
@@ -70,14 +71,14 @@ def _scores(train: tuple[torch.Tensor, torch.Tensor], test: tuple[torch.Tensor, 
     return out
 
 
-def _features(method: Any, dataset: ImageDataset, size: int, device: torch.device, label: str,
-              show: bool) -> tuple[torch.Tensor, torch.Tensor]:
+def _features(
+    method: Any, dataset: ImageDataset, size: int, device: torch.device, label: str, show: bool
+) -> tuple[torch.Tensor, torch.Tensor]:
     channels_last = device.type in ("cpu", "cuda")
     if channels_last:
         method = method.to(memory_format=torch.channels_last)
     with tqdm(total=len(dataset), desc=label, unit="img", disable=not show, leave=False) as bar:
-        return extract_features(method.embed, dataset, size, device, channels_last=channels_last,
-                                progress=bar.update)
+        return extract_features(method.embed, dataset, size, device, channels_last=channels_last, progress=bar.update)
 
 
 def embedding_summary(name: str, embeddings: torch.Tensor) -> dict[str, np.ndarray]:
@@ -87,9 +88,16 @@ def embedding_summary(name: str, embeddings: torch.Tensor) -> dict[str, np.ndarr
     return {f"{name}_singular": s.numpy(), f"{name}_pca2": (u[:, :2] * s[:2]).numpy()}
 
 
-def evaluate_run(run_dir: str | Path, protocol: str = "all", device: str = "auto", baselines: bool = True,
-                 progress: bool = True, max_train: int = 0, max_test: int = 0,
-                 save_embeddings: bool = False) -> dict[str, Any]:
+def evaluate_run(
+    run_dir: str | Path,
+    protocol: str = "all",
+    device: str = "auto",
+    baselines: bool = True,
+    progress: bool = True,
+    max_train: int = 0,
+    max_test: int = 0,
+    save_embeddings: bool = False,
+) -> dict[str, Any]:
     """Evaluate a run; returns (and writes to ``RUN_DIR/eval.json``) a flat dict of results.
 
     ``max_train`` / ``max_test`` evaluate on evenly spaced subsets (0: all).
@@ -106,13 +114,21 @@ def evaluate_run(run_dir: str | Path, protocol: str = "all", device: str = "auto
     train = train.evenly_spaced(max_train) if max_train else train
     test = test.evenly_spaced(max_test) if max_test else test
     if not (train.has_labels and test.has_labels):
-        raise EvaluationError(f"the {cfg.dataset} data under {cfg.data_dir} has no labels, so kNN and linear "
-                              "evaluation are impossible. Give the images class sub-folders "
-                              "(see `selfsup pretrain --help`, imagefolder).")
+        raise EvaluationError(
+            f"the {cfg.dataset} data under {cfg.data_dir} has no labels, so kNN and linear "
+            "evaluation are impossible. Give the images class sub-folders "
+            "(see `selfsup pretrain --help`, imagefolder)."
+        )
     size = int(require_resolved(cfg.augment).image_size)  # type: ignore[arg-type]
     method, _ = load_trained_method(run_dir, torch_device, train.channels)
-    results: dict[str, Any] = {"method": cfg.method, "dataset": cfg.dataset, "backbone": cfg.backbone,
-                               "image_size": size, "train_images": len(train), "test_images": len(test)}
+    results: dict[str, Any] = {
+        "method": cfg.method,
+        "dataset": cfg.dataset,
+        "backbone": cfg.backbone,
+        "image_size": size,
+        "train_images": len(train),
+        "test_images": len(test),
+    }
     h_train, z_train = _features(method, train, size, torch_device, "features (trained)", progress)
     h_test, z_test = _features(method, test, size, torch_device, "features (trained, test)", progress)
     for name, tr, te in (("h", h_train, h_test), ("z", z_train, z_test)):
@@ -123,8 +139,12 @@ def evaluate_run(run_dir: str | Path, protocol: str = "all", device: str = "auto
     if method.uses_labels:  # z is the classifier's logits
         results["classifier_top1"] = float((z_test.argmax(1) == test.labels).float().mean())
     if save_embeddings:
-        arrays = {**embedding_summary("h", h_test), **embedding_summary("z", z_test),
-                  "labels": test.labels.numpy(), "classes": np.array(test.classes, dtype=str)}
+        arrays = {
+            **embedding_summary("h", h_test),
+            **embedding_summary("z", z_test),
+            "labels": test.labels.numpy(),
+            "classes": np.array(test.classes, dtype=str),
+        }
         with open(folder.file(EMBEDDINGS), "wb") as handle:
             np.savez(handle, **arrays)
     if baselines:
@@ -161,9 +181,12 @@ def format_table(results: dict[str, Any]) -> str:
         ("standardized pixels", "standardized_pixels_knn_top1", ""),
     ]
     width = max(len(r[0]) for r in rows)
-    lines = [f"{results['method']} on {results['dataset']} ({results['backbone']}, {results['image_size']} px): "
-             f"top-1 accuracy (%) on {results['test_images']} test images",
-             f"{'features'.ljust(width)}  kNN(k=200)  linear", f"{'-' * width}  ----------  ------"]
+    lines = [
+        f"{results['method']} on {results['dataset']} ({results['backbone']}, {results['image_size']} px): "
+        f"top-1 accuracy (%) on {results['test_images']} test images",
+        f"{'features'.ljust(width)}  kNN(k=200)  linear",
+        f"{'-' * width}  ----------  ------",
+    ]
     for label, knn_key, linear_key in rows:
         lines.append(f"{label.ljust(width)}      {cell(knn_key)}  {cell(linear_key)}")
     return "\n".join(lines)

@@ -22,15 +22,22 @@ def normalise_batch(images: torch.Tensor, size: int, mean: list[float], std: lis
     return (x - mean_t) / std_t
 
 
-def eval_batches(dataset: ImageDataset, size: int, device: torch.device, batch_size: int = 512,
-                 channels_last: bool = False, num_workers: int = 2) -> Iterator[torch.Tensor]:
+def eval_batches(
+    dataset: ImageDataset,
+    size: int,
+    device: torch.device,
+    batch_size: int = 512,
+    channels_last: bool = False,
+    num_workers: int = 2,
+) -> Iterator[torch.Tensor]:
     """The dataset's images in order, as normalised float batches on ``device``."""
     memory_format = torch.channels_last if channels_last else torch.contiguous_format
     if dataset.images is not None:
         for start in range(0, len(dataset), batch_size):
-            chunk = dataset.images[start: start + batch_size].to(device)
+            chunk = dataset.images[start : start + batch_size].to(device)
             yield normalise_batch(chunk, size, list(dataset.mean), list(dataset.std)).contiguous(
-                memory_format=memory_format)
+                memory_format=memory_format
+            )
         return
     transform = eval_transform(size, dataset.channels, dataset.mean, dataset.std)
 
@@ -46,9 +53,15 @@ def eval_batches(dataset: ImageDataset, size: int, device: torch.device, batch_s
 
 
 @torch.no_grad()
-def extract_features(embed: Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]], dataset: ImageDataset,
-                     size: int, device: torch.device, batch_size: int = 512, channels_last: bool = False,
-                     progress: Callable[[int], None] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+def extract_features(
+    embed: Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]],
+    dataset: ImageDataset,
+    size: int,
+    device: torch.device,
+    batch_size: int = 512,
+    channels_last: bool = False,
+    progress: Callable[[int], None] | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
     """(h, z) for every image of ``dataset``, on the CPU. ``embed`` maps a batch to (h, z)."""
     hs, zs = [], []
     for batch in eval_batches(dataset, size, device, batch_size, channels_last):
@@ -67,14 +80,19 @@ def raw_pixel_features(dataset: ImageDataset, max_size: int = 32, standardize: b
     that changes cosine similarities, hence kNN (the linear probe standardises features anyway).
     """
     size = min(max_size, dataset.native_size or max_size)
-    mean, std = (list(dataset.mean), list(dataset.std)) if standardize else \
-        ([0.0] * dataset.channels, [1.0] * dataset.channels)
+    mean, std = (
+        (list(dataset.mean), list(dataset.std)) if standardize else ([0.0] * dataset.channels, [1.0] * dataset.channels)
+    )
     out = []
     for start in range(0, len(dataset), 4096):
         if dataset.images is not None:
-            batch = normalise_batch(dataset.images[start: start + 4096], size, mean, std)
+            batch = normalise_batch(dataset.images[start : start + 4096], size, mean, std)
         else:
-            batch = torch.stack([eval_transform(size, dataset.channels, mean, std)(dataset.pil(i))
-                                 for i in range(start, min(len(dataset), start + 4096))])
+            batch = torch.stack(
+                [
+                    eval_transform(size, dataset.channels, mean, std)(dataset.pil(i))
+                    for i in range(start, min(len(dataset), start + 4096))
+                ]
+            )
         out.append(batch.flatten(1))
     return torch.cat(out)

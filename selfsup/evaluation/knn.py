@@ -12,8 +12,15 @@ import torch.nn.functional as F
 
 
 @torch.no_grad()
-def knn_predict(train_features: torch.Tensor, train_labels: torch.Tensor, test_features: torch.Tensor,
-                num_classes: int, k: int = 200, temperature: float = 0.1, chunk: int = 1024) -> torch.Tensor:
+def knn_predict(
+    train_features: torch.Tensor,
+    train_labels: torch.Tensor,
+    test_features: torch.Tensor,
+    num_classes: int,
+    k: int = 200,
+    temperature: float = 0.1,
+    chunk: int = 1024,
+) -> torch.Tensor:
     """Predicted class of every test sample (weighted vote of its ``k`` nearest training samples)."""
     if len(train_features) == 0:
         raise ValueError("kNN needs at least one training sample")
@@ -21,7 +28,7 @@ def knn_predict(train_features: torch.Tensor, train_labels: torch.Tensor, test_f
     bank = F.normalize(train_features.float(), dim=1)
     predictions = []
     for start in range(0, len(test_features), chunk):
-        queries = F.normalize(test_features[start: start + chunk].float(), dim=1)
+        queries = F.normalize(test_features[start : start + chunk].float(), dim=1)
         similarity, index = (queries @ bank.T).topk(k, dim=1)
         weights = (similarity / temperature).exp()
         votes = torch.zeros(len(queries), num_classes, device=queries.device, dtype=weights.dtype)
@@ -30,8 +37,14 @@ def knn_predict(train_features: torch.Tensor, train_labels: torch.Tensor, test_f
     return torch.cat(predictions)
 
 
-def knn_top1(train_features: torch.Tensor, train_labels: torch.Tensor, test_features: torch.Tensor,
-             test_labels: torch.Tensor, k: int = 200, temperature: float = 0.1) -> float:
+def knn_top1(
+    train_features: torch.Tensor,
+    train_labels: torch.Tensor,
+    test_features: torch.Tensor,
+    test_labels: torch.Tensor,
+    k: int = 200,
+    temperature: float = 0.1,
+) -> float:
     """Top-1 accuracy (a fraction) of :func:`knn_predict`."""
     num_classes = int(max(train_labels.max(), test_labels.max())) + 1
     predicted = knn_predict(train_features, train_labels, test_features, num_classes, k, temperature)

@@ -21,9 +21,18 @@ import torch
 import torch.nn.functional as F
 
 
-def linear_probe_top1(train_features: torch.Tensor, train_labels: torch.Tensor, test_features: torch.Tensor,
-                      test_labels: torch.Tensor, epochs: int = 30, batch_size: int = 1024, lr: float = 1e-2,
-                      weight_decay: float = 5e-4, seed: int = 0, min_steps: int = 1000) -> float:
+def linear_probe_top1(
+    train_features: torch.Tensor,
+    train_labels: torch.Tensor,
+    test_features: torch.Tensor,
+    test_labels: torch.Tensor,
+    epochs: int = 30,
+    batch_size: int = 1024,
+    lr: float = 1e-2,
+    weight_decay: float = 5e-4,
+    seed: int = 0,
+    min_steps: int = 1000,
+) -> float:
     """Test top-1 (a fraction) of a linear classifier trained on frozen features.
 
     Trains for ``epochs`` passes, and at least ``min_steps`` steps so that small datasets converge.
@@ -48,7 +57,7 @@ def linear_probe_top1(train_features: torch.Tensor, train_labels: torch.Tensor, 
         for start in range(0, len(x), batch_size):
             if step == total:
                 break
-            index = order[start: start + batch_size]
+            index = order[start : start + batch_size]
             for group in optimizer.param_groups:
                 group["lr"] = lr * 0.5 * (1 + math.cos(math.pi * step / total))
             loss = F.cross_entropy(classifier(x[index]), y[index])

@@ -43,8 +43,13 @@ def tanh_clip(x: torch.Tensor, clip: float | None = 20.0) -> torch.Tensor:
 
 
 @float32_loss
-def amdim_nce(source: torch.Tensor, target: torch.Tensor, tclip: float = 20.0, penalty: float = 0.05,
-              gather_distributed: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+def amdim_nce(
+    source: torch.Tensor,
+    target: torch.Tensor,
+    tclip: float = 20.0,
+    penalty: float = 0.05,
+    gather_distributed: bool = False,
+) -> tuple[torch.Tensor, torch.Tensor]:
     """One AMDIM prediction task in one direction. Returns ``(nce_loss, score_penalty)``.
 
     Args:
@@ -56,15 +61,17 @@ def amdim_nce(source: torch.Tensor, target: torch.Tensor, tclip: float = 20.0, p
         gather_distributed: targets (positives and negatives) from every rank, with gradients.
     """
     if source.ndim != 2 or target.ndim != 3 or source.shape[0] != target.shape[0] or source.shape[1] != target.shape[2]:
-        raise ValueError(f"source must be (n, d) and target (n, L, d); got {tuple(source.shape)} and "
-                         f"{tuple(target.shape)}")
+        raise ValueError(
+            f"source must be (n, d) and target (n, L, d); got {tuple(source.shape)} and {tuple(target.shape)}"
+        )
     if source.shape[0] < 2:
         raise ValueError("AMDIM's NCE needs at least 2 images per batch (the other images are the negatives)")
     return _amdim_nce(source, target, tclip, penalty, gather_distributed)
 
 
-def _amdim_nce(source: torch.Tensor, target: torch.Tensor, tclip: float, penalty: float,
-               gather_distributed: bool) -> tuple[torch.Tensor, torch.Tensor]:
+def _amdim_nce(
+    source: torch.Tensor, target: torch.Tensor, tclip: float, penalty: float, gather_distributed: bool
+) -> tuple[torch.Tensor, torch.Tensor]:
     offset = 0
     if gather_distributed and dist.world_size() > 1:
         offset = dist.rank() * target.shape[0]
@@ -95,9 +102,15 @@ class AMDIMTerms(NamedTuple):
         return self.global_to_5 + self.global_to_7 + self.local_5_to_5 + self.penalty
 
 
-def amdim_terms(r1: tuple[torch.Tensor, torch.Tensor], r5: tuple[torch.Tensor, torch.Tensor],
-                r7: tuple[torch.Tensor, torch.Tensor], locations: tuple[torch.Tensor, torch.Tensor],
-                tclip: float = 20.0, penalty: float = 0.05, gather_distributed: bool = False) -> AMDIMTerms:
+def amdim_terms(
+    r1: tuple[torch.Tensor, torch.Tensor],
+    r5: tuple[torch.Tensor, torch.Tensor],
+    r7: tuple[torch.Tensor, torch.Tensor],
+    locations: tuple[torch.Tensor, torch.Tensor],
+    tclip: float = 20.0,
+    penalty: float = 0.05,
+    gather_distributed: bool = False,
+) -> AMDIMTerms:
     """AMDIM's loss terms for two views A and B.
 
     Args:
@@ -116,5 +129,6 @@ def amdim_terms(r1: tuple[torch.Tensor, torch.Tensor], r5: tuple[torch.Tensor, t
             terms[task].append(loss)
             penalties.append(reg)
     half = 0.5
-    return AMDIMTerms(half * sum(terms["1t5"]), half * sum(terms["1t7"]), half * sum(terms["5t5"]),
-                      half * sum(penalties))
+    return AMDIMTerms(
+        half * sum(terms["1t5"]), half * sum(terms["1t7"]), half * sum(terms["5t5"]), half * sum(penalties)
+    )

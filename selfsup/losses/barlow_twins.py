@@ -53,8 +53,9 @@ def batch_standardize(z: torch.Tensor, eps: float = 1e-5) -> torch.Tensor:
 
 
 @float32_loss
-def cross_correlation(z1: torch.Tensor, z2: torch.Tensor, eps: float = 1e-5,
-                      gather_distributed: bool = False) -> torch.Tensor:
+def cross_correlation(
+    z1: torch.Tensor, z2: torch.Tensor, eps: float = 1e-5, gather_distributed: bool = False
+) -> torch.Tensor:
     """C = BN(z¹)ᵀ BN(z²) / N over the (global, with ``gather_distributed``) batch, in float32 (Eq. 2)."""
     if z1.shape != z2.shape or z1.ndim != 2:
         raise ValueError(f"z1 and z2 must both be (N, D); got {tuple(z1.shape)} and {tuple(z2.shape)}")
@@ -67,8 +68,9 @@ def cross_correlation(z1: torch.Tensor, z2: torch.Tensor, eps: float = 1e-5,
 
 
 @float32_loss
-def barlow_twins_terms(z1: torch.Tensor, z2: torch.Tensor, eps: float = 1e-5,
-                       gather_distributed: bool = False) -> BarlowTwinsTerms:
+def barlow_twins_terms(
+    z1: torch.Tensor, z2: torch.Tensor, eps: float = 1e-5, gather_distributed: bool = False
+) -> BarlowTwinsTerms:
     """Σ(1 − C_ii)² and Σ_{i≠j} C_ij² (unweighted) of Eq. 1."""
     c = cross_correlation(z1, z2, eps, gather_distributed)
     diagonal = torch.diagonal(c)
@@ -78,8 +80,9 @@ def barlow_twins_terms(z1: torch.Tensor, z2: torch.Tensor, eps: float = 1e-5,
 
 
 @float32_loss
-def barlow_twins(z1: torch.Tensor, z2: torch.Tensor, lambd: float = 0.0051, eps: float = 1e-5,
-                 gather_distributed: bool = False) -> torch.Tensor:
+def barlow_twins(
+    z1: torch.Tensor, z2: torch.Tensor, lambd: float = 0.0051, eps: float = 1e-5, gather_distributed: bool = False
+) -> torch.Tensor:
     """L = Σ_i (1 − C_ii)² + λ Σ_{i≠j} C_ij² (Eq. 1). λ = 0.0051 assumes D = 8192 (the paper tunes it with D).
 
     Args:

@@ -38,8 +38,13 @@ def infonce_lower_bound(loss: torch.Tensor | float, num_candidates: int) -> floa
 
 
 @float32_loss
-def cpc_infonce(predictions: torch.Tensor, codes: torch.Tensor, offset: int, num_negatives: int = 0,
-                gather_distributed: bool = False) -> torch.Tensor:
+def cpc_infonce(
+    predictions: torch.Tensor,
+    codes: torch.Tensor,
+    offset: int,
+    num_negatives: int = 0,
+    gather_distributed: bool = False,
+) -> torch.Tensor:
     """CPC's InfoNCE for one prediction offset k, averaged over every prediction.
 
     Args:
@@ -53,18 +58,29 @@ def cpc_infonce(predictions: torch.Tensor, codes: torch.Tensor, offset: int, num
         gather_distributed: take the candidates from every rank (with gradients).
     """
     if codes.ndim != 4 or predictions.ndim != 4:
-        raise ValueError(f"predictions and codes must be (B, rows, cols, D); got {tuple(predictions.shape)} "
-                         f"and {tuple(codes.shape)}")
+        raise ValueError(
+            f"predictions and codes must be (B, rows, cols, D); got {tuple(predictions.shape)} and {tuple(codes.shape)}"
+        )
     b, h, w, d = codes.shape
     if predictions.shape != (b, h - offset, w, d):
-        raise ValueError(f"for offset {offset} the predictions must be {(b, h - offset, w, d)}, "
-                         f"got {tuple(predictions.shape)}")
-    return _cpc_infonce(predictions.reshape(-1, d), codes.reshape(-1, d), b, h, w, offset, num_negatives,
-                        gather_distributed)
+        raise ValueError(
+            f"for offset {offset} the predictions must be {(b, h - offset, w, d)}, got {tuple(predictions.shape)}"
+        )
+    return _cpc_infonce(
+        predictions.reshape(-1, d), codes.reshape(-1, d), b, h, w, offset, num_negatives, gather_distributed
+    )
 
 
-def _cpc_infonce(pred: torch.Tensor, local: torch.Tensor, b: int, h: int, w: int, offset: int,
-                 num_negatives: int, gather_distributed: bool) -> torch.Tensor:
+def _cpc_infonce(
+    pred: torch.Tensor,
+    local: torch.Tensor,
+    b: int,
+    h: int,
+    w: int,
+    offset: int,
+    num_negatives: int,
+    gather_distributed: bool,
+) -> torch.Tensor:
     rank_offset = 0
     candidates = local
     if gather_distributed and dist.world_size() > 1:
@@ -74,7 +90,7 @@ def _cpc_infonce(pred: torch.Tensor, local: torch.Tensor, b: int, h: int, w: int
     rows = torch.arange(h - offset, device=device)
     cols = torch.arange(w, device=device)
     images = torch.arange(b, device=device)
-    positive = (images[:, None, None] * h * w + (rows[None, :, None] + offset) * w + cols[None, None, :])
+    positive = images[:, None, None] * h * w + (rows[None, :, None] + offset) * w + cols[None, None, :]
     positive = positive.reshape(-1) + rank_offset
     total = candidates.shape[0]
     if num_negatives <= 0 or num_negatives >= total - 1:

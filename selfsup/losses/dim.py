@@ -62,15 +62,17 @@ LOG2 = math.log(2.0)
 
 def _check(local: torch.Tensor, global_: torch.Tensor) -> None:
     if local.ndim != 3 or global_.ndim != 2 or local.shape[0] != global_.shape[0] or local.shape[2] != global_.shape[1]:
-        raise ValueError(f"local must be (N, L, D) and global (N, D); got {tuple(local.shape)} and "
-                         f"{tuple(global_.shape)}")
+        raise ValueError(
+            f"local must be (N, L, D) and global (N, D); got {tuple(local.shape)} and {tuple(global_.shape)}"
+        )
     if local.shape[0] < 2:
         raise ValueError("DIM's estimators need at least 2 images per batch (the other images are the negatives)")
 
 
 @float32_loss
-def dim_scores(local: torch.Tensor, global_: torch.Tensor, gather_distributed: bool = False,
-               gather_globals: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+def dim_scores(
+    local: torch.Tensor, global_: torch.Tensor, gather_distributed: bool = False, gather_globals: bool = False
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Scores T[i, j, l] = g_i · l_{j,l} of the (local) globals against the locals of the (global) batch.
 
     Returns ``(scores, positive)``: ``scores`` is (n, N, L) in float32 and ``positive`` a boolean (n, N)
@@ -80,8 +82,9 @@ def dim_scores(local: torch.Tensor, global_: torch.Tensor, gather_distributed: b
     return _dim_scores(local, global_, gather_distributed, gather_globals)
 
 
-def _dim_scores(local: torch.Tensor, global_: torch.Tensor, gather_distributed: bool,
-                gather_globals: bool) -> tuple[torch.Tensor, torch.Tensor]:
+def _dim_scores(
+    local: torch.Tensor, global_: torch.Tensor, gather_distributed: bool, gather_globals: bool
+) -> tuple[torch.Tensor, torch.Tensor]:
     offset = 0
     if gather_distributed and dist.world_size() > 1:
         local = dist.gather(local)
@@ -125,8 +128,9 @@ def dv_mi_loss(local: torch.Tensor, global_: torch.Tensor, gather_distributed: b
     return e_neg - e_pos
 
 
-def local_global_mi_loss(local: torch.Tensor, global_: torch.Tensor, estimator: str = "jsd",
-                         gather_distributed: bool = False) -> torch.Tensor:
+def local_global_mi_loss(
+    local: torch.Tensor, global_: torch.Tensor, estimator: str = "jsd", gather_distributed: bool = False
+) -> torch.Tensor:
     """The DIM loss with the estimator named ``jsd``, ``nce`` or ``dv`` (see the module docstring)."""
     losses = {"jsd": jsd_mi_loss, "nce": nce_mi_loss, "dv": dv_mi_loss}
     if estimator in losses:

@@ -30,8 +30,9 @@ __all__ = ["moco_infonce", "moco_v3_contrastive"]
 
 
 @float32_loss
-def moco_infonce(q: torch.Tensor, k: torch.Tensor, queue: torch.Tensor | None, temperature: float = 0.2
-                 ) -> torch.Tensor:
+def moco_infonce(
+    q: torch.Tensor, k: torch.Tensor, queue: torch.Tensor | None, temperature: float = 0.2
+) -> torch.Tensor:
     """MoCo v1/v2's InfoNCE (Eq. 1): positives ``k`` against the negatives in ``queue``.
 
     Args:
@@ -57,8 +58,9 @@ def moco_infonce(q: torch.Tensor, k: torch.Tensor, queue: torch.Tensor | None, t
 
 
 @float32_loss
-def moco_v3_contrastive(q: torch.Tensor, k: torch.Tensor, temperature: float = 1.0,
-                        gather_distributed: bool = False) -> torch.Tensor:
+def moco_v3_contrastive(
+    q: torch.Tensor, k: torch.Tensor, temperature: float = 1.0, gather_distributed: bool = False
+) -> torch.Tensor:
     """MoCo v3's ctr(q, k) = 2τ · CE(q·k_allᵀ/τ, arange(N) + N·rank) (Alg. 1 and the code).
 
     Args:

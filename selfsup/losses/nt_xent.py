@@ -27,8 +27,9 @@ from selfsup.losses.float32 import float32_loss
 __all__ = ["nt_xent", "nt_logistic", "margin_triplet"]
 
 
-def _pair_similarities(z1: torch.Tensor, z2: torch.Tensor, gather_distributed: bool
-                       ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def _pair_similarities(
+    z1: torch.Tensor, z2: torch.Tensor, gather_distributed: bool
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Cosine similarities of the 2n local views against the 2N global views.
 
     Returns ``(sim, positive_index, self_index)``; ``sim`` has shape (2n, 2N).
@@ -53,8 +54,9 @@ def _pair_similarities(z1: torch.Tensor, z2: torch.Tensor, gather_distributed: b
 
 
 @float32_loss
-def nt_xent(z1: torch.Tensor, z2: torch.Tensor, temperature: float = 0.1,
-            gather_distributed: bool = False) -> torch.Tensor:
+def nt_xent(
+    z1: torch.Tensor, z2: torch.Tensor, temperature: float = 0.1, gather_distributed: bool = False
+) -> torch.Tensor:
     """SimCLR's NT-Xent loss (Eq. 1), averaged over all 2N anchors.
 
     Args:
@@ -72,8 +74,9 @@ def nt_xent(z1: torch.Tensor, z2: torch.Tensor, temperature: float = 0.1,
     return F.cross_entropy(logits, positive)
 
 
-def _positive_and_negatives(z1: torch.Tensor, z2: torch.Tensor, gather_distributed: bool
-                            ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def _positive_and_negatives(
+    z1: torch.Tensor, z2: torch.Tensor, gather_distributed: bool
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     sim, positive, self_index = _pair_similarities(z1, z2, gather_distributed)
     rows = torch.arange(len(sim), device=sim.device)
     pos = sim[rows, positive]
@@ -84,8 +87,9 @@ def _positive_and_negatives(z1: torch.Tensor, z2: torch.Tensor, gather_distribut
 
 
 @float32_loss
-def nt_logistic(z1: torch.Tensor, z2: torch.Tensor, temperature: float = 0.2,
-                gather_distributed: bool = False) -> torch.Tensor:
+def nt_logistic(
+    z1: torch.Tensor, z2: torch.Tensor, temperature: float = 0.2, gather_distributed: bool = False
+) -> torch.Tensor:
     """NT-Logistic (SimCLR Table 2): −log σ(s⁺/τ) − log σ(−s⁻/τ).
 
     The negative term is averaged over each anchor's 2(N−1) negatives so that positives and
@@ -99,8 +103,9 @@ def nt_logistic(z1: torch.Tensor, z2: torch.Tensor, temperature: float = 0.2,
 
 
 @float32_loss
-def margin_triplet(z1: torch.Tensor, z2: torch.Tensor, margin: float = 0.5,
-                   gather_distributed: bool = False) -> torch.Tensor:
+def margin_triplet(
+    z1: torch.Tensor, z2: torch.Tensor, margin: float = 0.5, gather_distributed: bool = False
+) -> torch.Tensor:
     """Margin triplet (SimCLR Table 2): max(s⁻ − s⁺ + m, 0), averaged over every
     (anchor, negative) pair, on cosine similarities."""
     sim, pos, negative_mask = _positive_and_negatives(z1, z2, gather_distributed)

@@ -44,8 +44,9 @@ __all__ = ["sinkhorn_knopp", "swapped_prediction", "swav"]
 
 @torch.no_grad()
 @float32_loss
-def sinkhorn_knopp(scores: torch.Tensor, epsilon: float = 0.05, iterations: int = 3,
-                   gather_distributed: bool = False) -> torch.Tensor:
+def sinkhorn_knopp(
+    scores: torch.Tensor, epsilon: float = 0.05, iterations: int = 3, gather_distributed: bool = False
+) -> torch.Tensor:
     """Soft codes Q (B, K) for prototype scores (B, K) by Sinkhorn-Knopp (SwAV §3.1, ``distributed_sinkhorn``).
 
     Each row of the result (a sample) sums to exactly 1 (the last step normalises the samples); each
@@ -79,8 +80,12 @@ def sinkhorn_knopp(scores: torch.Tensor, epsilon: float = 0.05, iterations: int 
 
 
 @float32_loss
-def swapped_prediction(scores: Sequence[torch.Tensor], codes: Sequence[torch.Tensor],
-                       crops_for_assign: Sequence[int], temperature: float = 0.1) -> torch.Tensor:
+def swapped_prediction(
+    scores: Sequence[torch.Tensor],
+    codes: Sequence[torch.Tensor],
+    crops_for_assign: Sequence[int],
+    temperature: float = 0.1,
+) -> torch.Tensor:
     """The swapped-prediction loss (SwAV Eqs. 1-2) for given codes, averaged as in the official code.
 
     Args:
@@ -103,9 +108,15 @@ def swapped_prediction(scores: Sequence[torch.Tensor], codes: Sequence[torch.Ten
 
 
 @float32_loss
-def swav(scores: Sequence[torch.Tensor], temperature: float = 0.1, epsilon: float = 0.05,
-         sinkhorn_iterations: int = 3, crops_for_assign: Sequence[int] = (0, 1), gather_distributed: bool = False,
-         extra_scores: Sequence[torch.Tensor | None] | None = None) -> tuple[torch.Tensor, list[torch.Tensor]]:
+def swav(
+    scores: Sequence[torch.Tensor],
+    temperature: float = 0.1,
+    epsilon: float = 0.05,
+    sinkhorn_iterations: int = 3,
+    crops_for_assign: Sequence[int] = (0, 1),
+    gather_distributed: bool = False,
+    extra_scores: Sequence[torch.Tensor | None] | None = None,
+) -> tuple[torch.Tensor, list[torch.Tensor]]:
     """SwAV's loss: Sinkhorn codes of the assignment crops, predicted by every other crop.
 
     Args:

@@ -27,8 +27,14 @@ __all__ = ["tico"]
 
 
 @float32_loss
-def tico(z1: torch.Tensor, z2: torch.Tensor, C: torch.Tensor, beta: float = 0.9, rho: float = 8.0,
-         gather_distributed: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+def tico(
+    z1: torch.Tensor,
+    z2: torch.Tensor,
+    C: torch.Tensor,
+    beta: float = 0.9,
+    rho: float = 8.0,
+    gather_distributed: bool = False,
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Return ``(loss, C_new)``.
 
     Args:

@@ -66,8 +66,14 @@ def covariance_term(z: torch.Tensor) -> torch.Tensor:
 
 
 @float32_loss
-def vicreg_terms(z1: torch.Tensor, z2: torch.Tensor, gamma: float = 1.0, eps: float = 1e-4,
-                 gather_distributed: bool = False, variance_mode: str = "std") -> VICRegTerms:
+def vicreg_terms(
+    z1: torch.Tensor,
+    z2: torch.Tensor,
+    gamma: float = 1.0,
+    eps: float = 1e-4,
+    gather_distributed: bool = False,
+    variance_mode: str = "std",
+) -> VICRegTerms:
     """The invariance, variance and covariance terms (unweighted); see the module docstring."""
     if z1.shape != z2.shape or z1.ndim != 2:
         raise ValueError(f"z1 and z2 must both be (N, D); got {tuple(z1.shape)} and {tuple(z2.shape)}")
@@ -81,9 +87,17 @@ def vicreg_terms(z1: torch.Tensor, z2: torch.Tensor, gamma: float = 1.0, eps: fl
     return VICRegTerms(invariance, variance, covariance)
 
 
-def vicreg(z1: torch.Tensor, z2: torch.Tensor, sim_coeff: float = 25.0, std_coeff: float = 25.0,
-           cov_coeff: float = 1.0, gamma: float = 1.0, eps: float = 1e-4,
-           gather_distributed: bool = False, variance_mode: str = "std") -> torch.Tensor:
+def vicreg(
+    z1: torch.Tensor,
+    z2: torch.Tensor,
+    sim_coeff: float = 25.0,
+    std_coeff: float = 25.0,
+    cov_coeff: float = 1.0,
+    gamma: float = 1.0,
+    eps: float = 1e-4,
+    gather_distributed: bool = False,
+    variance_mode: str = "std",
+) -> torch.Tensor:
     """The weighted VICReg loss λ·s + μ·v + ν·c (Eq. 6). Use :func:`vicreg_terms` to log the terms."""
     terms = vicreg_terms(z1, z2, gamma, eps, gather_distributed, variance_mode)
     return terms.total(sim_coeff, std_coeff, cov_coeff)

@@ -70,8 +70,10 @@ def whiten(z: torch.Tensor, eps: float = 0.0) -> torch.Tensor:
     cov = (1 - eps) * cov + eps * eye
     factor, info = torch.linalg.cholesky_ex(cov)
     if bool((info != 0).any()):
-        raise ValueError("the sub-batch covariance is not positive definite (Cholesky failed): the embeddings "
-                         "are (nearly) collapsed or w_size is too small. Raise w_size or set w_eps > 0")
+        raise ValueError(
+            "the sub-batch covariance is not positive definite (Cholesky failed): the embeddings "
+            "are (nearly) collapsed or w_size is too small. Raise w_size or set w_eps > 0"
+        )
     return torch.linalg.solve_triangular(factor, centred.mT, upper=False).mT
 
 
@@ -92,8 +94,15 @@ def _permutation(n: int, device: torch.device, generator: torch.Generator | None
 
 
 @float32_loss
-def wmse(views: Sequence[torch.Tensor], w_size: int, w_iter: int = 1, eps: float = 0.0, normalize: bool = True,
-         gather_distributed: bool = False, generator: torch.Generator | None = None) -> torch.Tensor:
+def wmse(
+    views: Sequence[torch.Tensor],
+    w_size: int,
+    w_iter: int = 1,
+    eps: float = 0.0,
+    normalize: bool = True,
+    gather_distributed: bool = False,
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
     """The W-MSE loss over every pair of views (see the module docstring).
 
     Args:
@@ -118,11 +127,15 @@ def wmse(views: Sequence[torch.Tensor], w_size: int, w_iter: int = 1, eps: float
         zs = [dist.gather(z) for z in zs]
     n, d = zs[0].shape
     if w_size <= d:
-        raise ValueError(f"w_size={w_size} must be larger than the embedding dimension {d}: the covariance of a "
-                         f"sub-batch of {w_size} is singular otherwise. Use w_size >= {2 * d} (2x, as the paper)")
+        raise ValueError(
+            f"w_size={w_size} must be larger than the embedding dimension {d}: the covariance of a "
+            f"sub-batch of {w_size} is singular otherwise. Use w_size >= {2 * d} (2x, as the paper)"
+        )
     if n < w_size:
-        raise ValueError(f"the batch holds {n} images, fewer than w_size={w_size}: raise the batch size or "
-                         f"lower w_size (it must stay above the embedding dimension {d})")
+        raise ValueError(
+            f"the batch holds {n} images, fewer than w_size={w_size}: raise the batch size or "
+            f"lower w_size (it must stay above the embedding dimension {d})"
+        )
     if n % w_size:
         raise ValueError(f"the batch of {n} images must be a multiple of w_size={w_size} (sub-batches of equal size)")
     pair_loss = normalized_mse if normalize else F.mse_loss

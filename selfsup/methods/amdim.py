@@ -64,8 +64,10 @@ class FakeRKHSConvNet(nn.Module):
 class AMDIM(Method):
     name = "amdim"
     summary = "multiscale InfoNCE 1->5, 1->7, 5->5 across two views, tanh-clipped scores"
-    paper = "Bachman, Hjelm, Buchwalter, Learning Representations by Maximizing Mutual Information Across Views, " \
-            "NeurIPS 2019"
+    paper = (
+        "Bachman, Hjelm, Buchwalter, Learning Representations by Maximizing Mutual Information Across Views, "
+        "NeurIPS 2019"
+    )
 
     @dataclass
     class Args:
@@ -73,28 +75,64 @@ class AMDIM(Method):
         tclip: float = 20.0
         score_penalty: float = 0.05
 
-    _adam = {"optimizer": "adam", "base_lr": 2e-4, "lr_scaling": "none", "adam_betas": (0.8, 0.999),
-             "weight_decay": 1e-5, "aug.shared_flip": True, "aug.flip_prob": (0.5,), "aug.blur_prob": (0.0,),
-             "aug.solarize_prob": (0.0,), "aug.grayscale_prob": (0.25,), "aug.jitter_prob": (0.8,),
-             "aug.brightness": 0.4, "aug.contrast": 0.4, "aug.saturation": 0.4}
+    _adam = {
+        "optimizer": "adam",
+        "base_lr": 2e-4,
+        "lr_scaling": "none",
+        "adam_betas": (0.8, 0.999),
+        "weight_decay": 1e-5,
+        "aug.shared_flip": True,
+        "aug.flip_prob": (0.5,),
+        "aug.blur_prob": (0.0,),
+        "aug.solarize_prob": (0.0,),
+        "aug.grayscale_prob": (0.25,),
+        "aug.jitter_prob": (0.8,),
+        "aug.brightness": 0.4,
+        "aug.contrast": 0.4,
+        "aug.saturation": 0.4,
+    }
     presets = {
         # README command (ndf 192, n_rkhs 1536, n_depth 8, batch 480) and task_self_supervised.py: 50 epochs,
         # x0.2 at 30 and 45; warmup over 500 updates = 500 / (1,281,167 / 480 = 2669 steps per epoch).
         "imagenet": {
-            "backbone": "amdim128", "batch_size": 480, "epochs": 50, "schedule": "step",
-            "lr_milestones": (30, 45), "lr_gamma": 0.2, "warmup_epochs": 500 / 2669, "n_rkhs": 1536, **_adam,
-            "aug.image_size": 128, "aug.crop_scale": (0.3, 1.0), "aug.crop_ratio": (0.7, 1.4), "aug.hue": 0.1,
+            "backbone": "amdim128",
+            "batch_size": 480,
+            "epochs": 50,
+            "schedule": "step",
+            "lr_milestones": (30, 45),
+            "lr_gamma": 0.2,
+            "warmup_epochs": 500 / 2669,
+            "n_rkhs": 1536,
+            **_adam,
+            "aug.image_size": 128,
+            "aug.crop_scale": (0.3, 1.0),
+            "aug.crop_ratio": (0.7, 1.4),
+            "aug.hue": 0.1,
         },
         # The code's CIFAR defaults (ndf 128, n_rkhs 1024, n_depth 3, batch 200; 300 epochs, x0.2 at 250
         # and 280); warmup 500 updates = 2 epochs of 250 steps. The 4 px reflect-padded translation is
         # approximated by a mild random resized crop.
         "small": {
-            "backbone": "amdim32", "batch_size": 200, "epochs": 300, "schedule": "step",
-            "lr_milestones": (250, 280), "lr_gamma": 0.2, "warmup_epochs": 2.0, "n_rkhs": 1024, **_adam,
-            "aug.image_size": 32, "aug.crop_scale": (0.6, 1.0), "aug.crop_ratio": (0.9, 1.1), "aug.hue": 0.2,
+            "backbone": "amdim32",
+            "batch_size": 200,
+            "epochs": 300,
+            "schedule": "step",
+            "lr_milestones": (250, 280),
+            "lr_gamma": 0.2,
+            "warmup_epochs": 2.0,
+            "n_rkhs": 1024,
+            **_adam,
+            "aug.image_size": 32,
+            "aug.crop_scale": (0.6, 1.0),
+            "aug.crop_ratio": (0.9, 1.1),
+            "aug.hue": 0.2,
         },
         "cpu": {
-            "backbone": "amdim32-small", "n_rkhs": 256, **_adam, "aug.image_size": 32, "aug.hue": 0.2,
+            "backbone": "amdim32-small",
+            "n_rkhs": 256,
+            **_adam,
+            "aug.image_size": 32,
+            "aug.hue": 0.2,
         },
     }
 
@@ -109,8 +147,9 @@ class AMDIM(Method):
             self.index5 = max(i for i, s in enumerate(sizes) if s == 5)
         else:  # ResNet adaptation (module docstring)
             self.index7, self.index5 = len(channels) - 2, len(channels) - 1
-        self.rkhs_1 = nn.Identity() if backbone.out_dim == args.n_rkhs else FakeRKHSConvNet(backbone.out_dim,
-                                                                                              args.n_rkhs)
+        self.rkhs_1 = (
+            nn.Identity() if backbone.out_dim == args.n_rkhs else FakeRKHSConvNet(backbone.out_dim, args.n_rkhs)
+        )
         self.rkhs_5 = FakeRKHSConvNet(channels[self.index5], args.n_rkhs)
         self.rkhs_7 = FakeRKHSConvNet(channels[self.index7], args.n_rkhs)
 
@@ -138,7 +177,7 @@ class AMDIM(Method):
         """One uniformly random 5x5 location per image and view (the code's ``_sample_src_ftr``), drawn for
         the global batch and sliced, so that 1 and N processes pick the same locations."""
         start, total = self.global_rows(n)
-        draws = torch.randint(0, 25, (2, total))[:, start: start + n].to(device)
+        draws = torch.randint(0, 25, (2, total))[:, start : start + n].to(device)
         return draws[0], draws[1]
 
     def training_step(self, views: Sequence[torch.Tensor], progress: Progress) -> StepOutput:
@@ -146,8 +185,13 @@ class AMDIM(Method):
         r1_a, r5_a, r7_a = self.multiscale(views[0])
         r1_b, r5_b, r7_b = self.multiscale(views[1])
         locations = self._source_locations(r1_a.shape[0], r1_a.device)
-        terms = amdim_terms((r1_a, r1_b), (r5_a, r5_b), (r7_a, r7_b), locations, a.tclip, a.score_penalty,
-                            self.gather_distributed)
-        logs = {"loss_1t5": terms.global_to_5.detach(), "loss_1t7": terms.global_to_7.detach(),
-                "loss_5t5": terms.local_5_to_5.detach(), "score_penalty": terms.penalty.detach()}
+        terms = amdim_terms(
+            (r1_a, r1_b), (r5_a, r5_b), (r7_a, r7_b), locations, a.tclip, a.score_penalty, self.gather_distributed
+        )
+        logs = {
+            "loss_1t5": terms.global_to_5.detach(),
+            "loss_1t7": terms.global_to_7.detach(),
+            "loss_5t5": terms.local_5_to_5.detach(),
+            "score_penalty": terms.penalty.detach(),
+        }
         return StepOutput(terms.total(), logs, r1_a)

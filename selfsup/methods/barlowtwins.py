@@ -48,24 +48,49 @@ class BarlowTwins(Method):
         # main.py defaults and README: batch 2048, 1000 epochs, LARS, lr 0.2 / 0.0048 x B/256, wd 1e-6 (the paper
         # says 1.5e-6), 10 warmup epochs, cosine to 0.001x, zero-init residuals; BYOL's asymmetric augmentation.
         "imagenet": {
-            "backbone": "resnet50", "stem": "imagenet", "zero_init_residual": True, "batch_size": 2048,
-            "epochs": 1000, "optimizer": "lars", "base_lr": 0.2, "bias_lr_mult": 0.024, "weight_decay": 1e-6,
-            "warmup_epochs": 10, "final_lr_ratio": 0.001, "projector": (8192, 8192, 8192), "lambd": 0.0051,
-            "aug.crop_scale": (0.08, 1.0), "aug.blur_prob": (1.0, 0.1), "aug.solarize_prob": (0.0, 0.2),
+            "backbone": "resnet50",
+            "stem": "imagenet",
+            "zero_init_residual": True,
+            "batch_size": 2048,
+            "epochs": 1000,
+            "optimizer": "lars",
+            "base_lr": 0.2,
+            "bias_lr_mult": 0.024,
+            "weight_decay": 1e-6,
+            "warmup_epochs": 10,
+            "final_lr_ratio": 0.001,
+            "projector": (8192, 8192, 8192),
+            "lambd": 0.0051,
+            "aug.crop_scale": (0.08, 1.0),
+            "aug.blur_prob": (1.0, 0.1),
+            "aug.solarize_prob": (0.0, 0.2),
         },
         # solo-learn's CIFAR recipe (92.10%): LARS 0.3 at 256 (eta 0.02, clip, one LR for every parameter),
         # wd 1e-4, projector 2048-2048-2048, scale_loss 0.1, asymmetric augmentation without blur, crop 0.08.
         "small": {
-            "batch_size": 256, "epochs": 1000, "optimizer": "lars", "base_lr": 0.3, "weight_decay": 1e-4,
-            "warmup_epochs": 10, "lars_eta": 0.02, "lars_clip": True, "bias_lr_mult": 1.0, "scale_loss": 0.1,
-            "projector": (2048, 2048, 2048), "lambd": 0.0051,
-            "aug.crop_scale": (0.08, 1.0), "aug.blur_prob": (0.0,), "aug.solarize_prob": (0.0, 0.2),
+            "batch_size": 256,
+            "epochs": 1000,
+            "optimizer": "lars",
+            "base_lr": 0.3,
+            "weight_decay": 1e-4,
+            "warmup_epochs": 10,
+            "lars_eta": 0.02,
+            "lars_clip": True,
+            "bias_lr_mult": 1.0,
+            "scale_loss": 0.1,
+            "projector": (2048, 2048, 2048),
+            "lambd": 0.0051,
+            "aug.crop_scale": (0.08, 1.0),
+            "aug.blur_prob": (0.0,),
+            "aug.solarize_prob": (0.0, 0.2),
         },
         # LARS as in the paper: with the shared cpu base's SGD the embeddings collapsed (kNN monitor 0.698 ->
         # 0.592 in one epoch; docs/cpu-preset.md, "Loss-scale-sensitive methods").
         "cpu": {
             **CPU_LARS,
-            "projector": (1024, 1024, 1024), "bias_lr_mult": 0.024, "final_lr_ratio": 0.001,
+            "projector": (1024, 1024, 1024),
+            "bias_lr_mult": 0.024,
+            "final_lr_ratio": 0.001,
         },
     }
 

@@ -156,8 +156,9 @@ class Method(nn.Module):
 
     # ------------------------------------------------------------------ shared behaviour
 
-    def forward(self, views: Sequence[torch.Tensor], progress: Progress,
-                labels: torch.Tensor | None = None) -> StepOutput:
+    def forward(
+        self, views: Sequence[torch.Tensor], progress: Progress, labels: torch.Tensor | None = None
+    ) -> StepOutput:
         """The training step (so that DDP's forward hooks see it). ``labels`` reach only methods that
         declare ``uses_labels``."""
         if self.uses_labels:
@@ -202,8 +203,10 @@ def register_method(cls: type[Method]) -> type[Method]:
     run_settings = {f.name for f in dataclasses.fields(TrainConfig)}
     clashes = sorted(run_settings & {f.name for f in dataclasses.fields(cls.Args)})
     if clashes:
-        raise ValueError(f"{cls.__name__}.Args has settings named like run settings: {', '.join(clashes)}; "
-                         "rename them (e.g. with the method's name as a prefix)")
+        raise ValueError(
+            f"{cls.__name__}.Args has settings named like run settings: {', '.join(clashes)}; "
+            "rename them (e.g. with the method's name as a prefix)"
+        )
     return METHODS.register(cls.name)(cls)
 
 

@@ -142,39 +142,81 @@ class CPC(Method):
         color_drop: bool = True
         patch_flip_prob: float = 0.5
 
-    _image_level = {"aug.num_views": 1, "aug.jitter_prob": (0.0,), "aug.grayscale_prob": (0.0,),
-                    "aug.blur_prob": (0.0,), "aug.solarize_prob": (0.0,)}
+    _image_level = {
+        "aug.num_views": 1,
+        "aug.jitter_prob": (0.0,),
+        "aug.grayscale_prob": (0.0,),
+        "aug.blur_prob": (0.0,),
+        "aug.solarize_prob": (0.0,),
+    }
     presets = {
         "imagenet": {
-            "backbone": "resnet50", "stem": "imagenet", "norm": "layer", "batch_size": 512, "epochs": 100,
-            "optimizer": "adam", "base_lr": 2e-4, "lr_scaling": "none", "weight_decay": 0.0,
-            "schedule": "constant", "warmup_epochs": 0.0,
-            "patch_size": 64, "patch_stride": 32, "latent_dim": 1024, "context_dim": 1024, "context_blocks": 5,
+            "backbone": "resnet50",
+            "stem": "imagenet",
+            "norm": "layer",
+            "batch_size": 512,
+            "epochs": 100,
+            "optimizer": "adam",
+            "base_lr": 2e-4,
+            "lr_scaling": "none",
+            "weight_decay": 0.0,
+            "schedule": "constant",
+            "warmup_epochs": 0.0,
+            "patch_size": 64,
+            "patch_stride": 32,
+            "latent_dim": 1024,
+            "context_dim": 1024,
+            "context_blocks": 5,
             "directions": ("top_down", "bottom_up", "left_right", "right_left"),
-            "aug.image_size": 256, "aug.crop_scale": (0.3, 1.0), **_image_level,
+            "aug.image_size": 256,
+            "aug.crop_scale": (0.3, 1.0),
+            **_image_level,
         },
         "small": {
             "channels_last": False,  # on the CPU channels_last halves the patch encoder's speed (docs/performance.md)
-            "backbone": "resnet18", "stem": "cifar", "norm": "group", "batch_size": 256, "epochs": 200,
-            "optimizer": "adam", "base_lr": 2e-4, "lr_scaling": "none", "weight_decay": 0.0,
-            "schedule": "constant", "warmup_epochs": 0.0,
-            "patch_size": 8, "patch_stride": 4, "latent_dim": 256, "context_dim": 256,
-            "directions": ("top_down", "bottom_up", "left_right", "right_left"), "num_negatives": 4096,
+            "backbone": "resnet18",
+            "stem": "cifar",
+            "norm": "group",
+            "batch_size": 256,
+            "epochs": 200,
+            "optimizer": "adam",
+            "base_lr": 2e-4,
+            "lr_scaling": "none",
+            "weight_decay": 0.0,
+            "schedule": "constant",
+            "warmup_epochs": 0.0,
+            "patch_size": 8,
+            "patch_stride": 4,
+            "latent_dim": 256,
+            "context_dim": 256,
+            "directions": ("top_down", "bottom_up", "left_right", "right_left"),
+            "num_negatives": 4096,
             **_image_level,
         },
         "cpu": {
             "channels_last": False,  # on the CPU channels_last halves the patch encoder's speed (docs/performance.md)
-            "backbone": "patchnet-small", "norm": "group", "optimizer": "adam", "base_lr": 1e-3, "lr_scaling": "none",
-            "weight_decay": 0.0, "patch_size": 8, "patch_stride": 4, "latent_dim": 128, "context_dim": 128,
-            "num_negatives": 1024, **_image_level,
+            "backbone": "patchnet-small",
+            "norm": "group",
+            "optimizer": "adam",
+            "base_lr": 1e-3,
+            "lr_scaling": "none",
+            "weight_decay": 0.0,
+            "patch_size": 8,
+            "patch_stride": 4,
+            "latent_dim": 128,
+            "context_dim": 128,
+            "num_negatives": 1024,
+            **_image_level,
         },
     }
 
     def __init__(self, backbone: Backbone, args: Args, gather_distributed: bool = False) -> None:
         super().__init__(backbone, args, gather_distributed)
         if any(isinstance(m, _BatchNorm) for m in backbone.modules()):
-            raise ValueError("CPC encodes every patch on its own, and BatchNorm's batch statistics would connect "
-                             "them (CPC v2 §3): build the backbone with --set norm=group or norm=layer")
+            raise ValueError(
+                "CPC encodes every patch on its own, and BatchNorm's batch statistics would connect "
+                "them (CPC v2 §3): build the backbone with --set norm=group or norm=layer"
+            )
         unknown = [d for d in args.directions if d not in DIRECTIONS]
         if unknown or not args.directions:
             raise ValueError(f"unknown or no directions {list(args.directions)}. Valid: {', '.join(DIRECTIONS)}")
@@ -182,10 +224,18 @@ class CPC(Method):
             raise ValueError(f"need 1 <= min_offset <= max_offset, got {args.min_offset} and {args.max_offset}")
         self.code_head = nn.Linear(backbone.out_dim, args.latent_dim)
         self.offsets = list(range(args.min_offset, args.max_offset + 1))
-        self.context = nn.ModuleDict({d: ContextNetwork(args.latent_dim, args.context_dim, args.context_blocks,
-                                                        args.context_rows) for d in args.directions})
-        self.predictors = nn.ModuleDict({d: nn.ModuleList([nn.Linear(args.context_dim, args.latent_dim)
-                                                           for _ in self.offsets]) for d in args.directions})
+        self.context = nn.ModuleDict(
+            {
+                d: ContextNetwork(args.latent_dim, args.context_dim, args.context_blocks, args.context_rows)
+                for d in args.directions
+            }
+        )
+        self.predictors = nn.ModuleDict(
+            {
+                d: nn.ModuleList([nn.Linear(args.context_dim, args.latent_dim) for _ in self.offsets])
+                for d in args.directions
+            }
+        )
 
     @classmethod
     def num_views(cls, args: Args) -> int:
@@ -204,7 +254,7 @@ class CPC(Method):
         """Uniform numbers for this rank's ``count`` items, drawn for the global batch (on the CPU, from
         torch's global generator) and sliced, so that 1 and N processes draw the same augmentation."""
         start, total = self.global_rows(count)
-        return torch.rand(total, *shape)[start: start + count]
+        return torch.rand(total, *shape)[start : start + count]
 
     def augment_patches(self, patches: torch.Tensor) -> torch.Tensor:
         """Colour dropping (RGB only) and horizontal flips, independently per patch (CPC v2 §3)."""
@@ -234,8 +284,10 @@ class CPC(Method):
         grid = orient(codes, direction)
         rows = grid.shape[1]
         if self.offsets[-1] >= rows:
-            raise ValueError(f"max_offset={self.offsets[-1]} needs a grid of more than {self.offsets[-1]} rows, "
-                             f"but the {direction} grid has {rows}; lower max_offset, the patch size or stride")
+            raise ValueError(
+                f"max_offset={self.offsets[-1]} needs a grid of more than {self.offsets[-1]} rows, "
+                f"but the {direction} grid has {rows}; lower max_offset, the patch size or stride"
+            )
         context = self.context[direction](grid.permute(0, 3, 1, 2)).permute(0, 2, 3, 1)
         predictions = [w(context[:, : rows - k]) for k, w in zip(self.offsets, self.predictors[direction])]
         return grid, predictions
@@ -249,13 +301,18 @@ class CPC(Method):
         total = codes.new_zeros((), dtype=torch.float32)
         for direction in self.args.directions:
             grid, predictions = self.context_predictions(codes, direction)
-            losses = torch.stack([cpc_infonce(p, grid, k, self.args.num_negatives, self.gather_distributed)
-                                  for k, p in zip(self.offsets, predictions)])
+            losses = torch.stack(
+                [
+                    cpc_infonce(p, grid, k, self.args.num_negatives, self.gather_distributed)
+                    for k, p in zip(self.offsets, predictions)
+                ]
+            )
             total = total + losses.mean()
             per_offset = per_offset + losses.detach()
         embedding = codes.mean(dim=(1, 2))
-        logs: dict[str, float | torch.Tensor] = {f"loss_k{k}": v / len(self.args.directions)
-                                                 for k, v in zip(self.offsets, per_offset)}
+        logs: dict[str, float | torch.Tensor] = {
+            f"loss_k{k}": v / len(self.args.directions) for k, v in zip(self.offsets, per_offset)
+        }
         return StepOutput(total, logs, embedding)
 
     @torch.no_grad()

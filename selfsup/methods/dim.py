@@ -72,8 +72,12 @@ class MI1x1ConvNet(nn.Module):
 
     def __init__(self, in_channels: int, units: int) -> None:
         super().__init__()
-        self.block = nn.Sequential(nn.Conv2d(in_channels, units, 1, bias=False), nn.BatchNorm2d(units),
-                                   nn.ReLU(inplace=True), nn.Conv2d(units, units, 1))
+        self.block = nn.Sequential(
+            nn.Conv2d(in_channels, units, 1, bias=False),
+            nn.BatchNorm2d(units),
+            nn.ReLU(inplace=True),
+            nn.Conv2d(units, units, 1),
+        )
         self.shortcut = nn.Conv2d(in_channels, units, 1, bias=False)
         _near_identity_(self.shortcut.weight)
         self.norm = nn.LayerNorm(units)
@@ -88,8 +92,9 @@ class MIFCNet(nn.Module):
 
     def __init__(self, in_features: int, units: int) -> None:
         super().__init__()
-        self.block = nn.Sequential(nn.Linear(in_features, units), nn.BatchNorm1d(units), nn.ReLU(inplace=True),
-                                   nn.Linear(units, units))
+        self.block = nn.Sequential(
+            nn.Linear(in_features, units), nn.BatchNorm1d(units), nn.ReLU(inplace=True), nn.Linear(units, units)
+        )
         self.shortcut = nn.Linear(in_features, units)
         _near_identity_(self.shortcut.weight)
 
@@ -107,8 +112,8 @@ def occlude(images: torch.Tensor, fraction: float, offset: int = 0, total: int |
     n, _, height, width = images.shape
     total = n if total is None else total
     side_h, side_w = max(1, round(fraction * height)), max(1, round(fraction * width))
-    top = torch.randint(0, height - side_h + 1, (total,))[offset: offset + n].to(images.device)
-    left = torch.randint(0, width - side_w + 1, (total,))[offset: offset + n].to(images.device)
+    top = torch.randint(0, height - side_h + 1, (total,))[offset : offset + n].to(images.device)
+    left = torch.randint(0, width - side_w + 1, (total,))[offset : offset + n].to(images.device)
     rows = torch.arange(height, device=images.device)[None, :, None]
     cols = torch.arange(width, device=images.device)[None, None, :]
     top, left = top[:, None, None], left[:, None, None]
@@ -135,25 +140,49 @@ class DIM(Method):
         act_penalty: float = 0.0
         occlusion: float = 0.0
 
-    _no_augmentation = {"aug.num_views": 1, "aug.crop_scale": (1.0, 1.0), "aug.crop_ratio": (1.0, 1.0),
-                        "aug.jitter_prob": (0.0,), "aug.grayscale_prob": (0.0,), "aug.blur_prob": (0.0,),
-                        "aug.solarize_prob": (0.0,)}
+    _no_augmentation = {
+        "aug.num_views": 1,
+        "aug.crop_scale": (1.0, 1.0),
+        "aug.crop_ratio": (1.0, 1.0),
+        "aug.jitter_prob": (0.0,),
+        "aug.grayscale_prob": (0.0,),
+        "aug.blur_prob": (0.0,),
+        "aug.solarize_prob": (0.0,),
+    }
     _adam = {"optimizer": "adam", "base_lr": 1e-4, "lr_scaling": "none", "weight_decay": 0.0}
     presets = {
         # DIM has no ImageNet recipe: the closest documented setting is the paper's 64 px one (Tiny ImageNet,
         # STL-10 resized): the basic64x64 encoder, batch 64, Adam 1e-4, the code's 1000 epochs, flips.
         "imagenet": {
-            "backbone": "dim64", "batch_size": 64, "epochs": 1000, "schedule": "constant", "warmup_epochs": 0.0,
-            **_adam, **_no_augmentation, "aug.image_size": 64, "aug.flip_prob": (0.5,),
+            "backbone": "dim64",
+            "batch_size": 64,
+            "epochs": 1000,
+            "schedule": "constant",
+            "warmup_epochs": 0.0,
+            **_adam,
+            **_no_augmentation,
+            "aug.image_size": 64,
+            "aug.flip_prob": (0.5,),
         },
         "small": {
-            "backbone": "dim32", "batch_size": 64, "epochs": 1000, "schedule": "constant", "warmup_epochs": 0.0,
-            **_adam, **_no_augmentation, "aug.image_size": 32, "aug.flip_prob": (0.0,),
+            "backbone": "dim32",
+            "batch_size": 64,
+            "epochs": 1000,
+            "schedule": "constant",
+            "warmup_epochs": 0.0,
+            **_adam,
+            **_no_augmentation,
+            "aug.image_size": 32,
+            "aug.flip_prob": (0.0,),
         },
         # 24 epochs, not the shared 8: DIM's kNN dips below its random-init encoder's in the first epochs and
         # only passes it from about epoch 6 (docs/methods/dim.md, measured); an epoch costs half of SimCLR's.
         "cpu": {
-            "backbone": "dim32", "mi_units": 512, "epochs": 24, **_adam, **_no_augmentation,
+            "backbone": "dim32",
+            "mi_units": 512,
+            "epochs": 24,
+            **_adam,
+            **_no_augmentation,
         },
     }
 
@@ -172,8 +201,14 @@ class DIM(Method):
             self.global_mi = MI1x1ConvNet(args.global_dim, args.mi_units)
         if args.alpha > 0:
             self.map_encoder = nn.Sequential(
-                nn.Conv2d(local_channels, 64, 3), nn.ReLU(inplace=True), nn.Conv2d(64, 32, 3), nn.ReLU(inplace=True),
-                nn.AdaptiveAvgPool2d(4), nn.Flatten(), nn.Linear(32 * 16, args.mi_units))
+                nn.Conv2d(local_channels, 64, 3),
+                nn.ReLU(inplace=True),
+                nn.Conv2d(64, 32, 3),
+                nn.ReLU(inplace=True),
+                nn.AdaptiveAvgPool2d(4),
+                nn.Flatten(),
+                nn.Linear(32 * 16, args.mi_units),
+            )
             self.vector_encoder = MIFCNet(args.global_dim, args.mi_units)
         if args.gamma > 0:
             dims = [args.global_dim, *args.prior_hidden]
@@ -198,7 +233,7 @@ class DIM(Method):
         processes use the same samples)."""
         n = like.shape[0]
         start, total = self.global_rows(n)
-        return torch.rand(total, like.shape[1])[start: start + n].to(like.device, like.dtype)
+        return torch.rand(total, like.shape[1])[start : start + n].to(like.device, like.dtype)
 
     def training_step(self, views: Sequence[torch.Tensor], progress: Progress) -> StepOutput:
         a = self.args

@@ -64,9 +64,10 @@ def enqueue(queue: torch.Tensor, queue_ptr: torch.Tensor, keys: torch.Tensor) ->
         raise ValueError(
             f"MoCo's queue_size ({size}) must be a multiple of the number of keys enqueued per step ({n}: the "
             f"global batch size, times 2 with symmetric=true). Use e.g. --set queue_size={suggestion}, or "
-            f"change the batch size.")
+            f"change the batch size."
+        )
     ptr = int(queue_ptr[0])
-    queue[ptr: ptr + n] = keys.to(queue.dtype)
+    queue[ptr : ptr + n] = keys.to(queue.dtype)
     queue_ptr[0] = (ptr + n) % size
 
 
@@ -78,18 +79,36 @@ def _shared_permutation(n: int, seed: int, device: torch.device) -> torch.Tensor
 
 # augmentation recipes, as preset fragments
 _AUG_V1 = {  # InstDisc's recipe: jitter (0.4, 0.4, 0.4, 0.4) always, grayscale 0.2, no blur
-    "aug.crop_scale": (0.2, 1.0), "aug.brightness": 0.4, "aug.contrast": 0.4, "aug.saturation": 0.4,
-    "aug.hue": 0.4, "aug.jitter_prob": (1.0,), "aug.grayscale_prob": (0.2,), "aug.blur_prob": (0.0,),
+    "aug.crop_scale": (0.2, 1.0),
+    "aug.brightness": 0.4,
+    "aug.contrast": 0.4,
+    "aug.saturation": 0.4,
+    "aug.hue": 0.4,
+    "aug.jitter_prob": (1.0,),
+    "aug.grayscale_prob": (0.2,),
+    "aug.blur_prob": (0.0,),
     "aug.solarize_prob": (0.0,),
 }
 _AUG_V2 = {  # --aug-plus: jitter (0.4, 0.4, 0.4, 0.1) p 0.8, grayscale 0.2, blur p 0.5
-    "aug.crop_scale": (0.2, 1.0), "aug.brightness": 0.4, "aug.contrast": 0.4, "aug.saturation": 0.4,
-    "aug.hue": 0.1, "aug.jitter_prob": (0.8,), "aug.grayscale_prob": (0.2,), "aug.blur_prob": (0.5,),
+    "aug.crop_scale": (0.2, 1.0),
+    "aug.brightness": 0.4,
+    "aug.contrast": 0.4,
+    "aug.saturation": 0.4,
+    "aug.hue": 0.1,
+    "aug.jitter_prob": (0.8,),
+    "aug.grayscale_prob": (0.2,),
+    "aug.blur_prob": (0.5,),
     "aug.solarize_prob": (0.0,),
 }
 _AUG_V3 = {  # BYOL's asymmetric recipe with crop_min 0.2 (every ResNet config of moco-v3)
-    "aug.crop_scale": (0.2, 1.0), "aug.brightness": 0.4, "aug.contrast": 0.4, "aug.saturation": 0.2,
-    "aug.hue": 0.1, "aug.jitter_prob": (0.8,), "aug.grayscale_prob": (0.2,), "aug.blur_prob": (1.0, 0.1),
+    "aug.crop_scale": (0.2, 1.0),
+    "aug.brightness": 0.4,
+    "aug.contrast": 0.4,
+    "aug.saturation": 0.2,
+    "aug.hue": 0.1,
+    "aug.jitter_prob": (0.8,),
+    "aug.grayscale_prob": (0.2,),
+    "aug.blur_prob": (1.0, 0.1),
     "aug.solarize_prob": (0.0, 0.2),
 }
 # the v2 recipe is the method's `presets` (``moco`` alone); v1 and v3 override every key it sets
@@ -100,9 +119,11 @@ _SGD_EPOCHWISE = {"optimizer": "sgd", "momentum": 0.9, "warmup_epochs": 0, "sche
 class MoCo(MomentumMethod):
     name = "moco"
     summary = "InfoNCE vs an EMA key encoder: queue of keys (v1/v2), in-batch keys + predictor (v3)"
-    paper = ("He et al., Momentum Contrast, CVPR 2020; Chen et al., Improved Baselines with Momentum "
-             "Contrastive Learning, 2020; Chen, Xie, He, An Empirical Study of Training Self-Supervised "
-             "Vision Transformers, ICCV 2021")
+    paper = (
+        "He et al., Momentum Contrast, CVPR 2020; Chen et al., Improved Baselines with Momentum "
+        "Contrastive Learning, 2020; Chen, Xie, He, An Empirical Study of Training Self-Supervised "
+        "Vision Transformers, ICCV 2021"
+    )
     momentum_timing = "before_forward"
 
     @dataclass
@@ -121,61 +142,145 @@ class MoCo(MomentumMethod):
 
     presets = {
         "imagenet": {
-            "backbone": "resnet50", "stem": "imagenet", "zero_init_residual": False, "batch_size": 256,
-            "epochs": 200, **_SGD_EPOCHWISE, "base_lr": 0.03, "weight_decay": 1e-4, "schedule": "warmup_cosine",
-            "version": "v2", "latent_dim": 128, "hidden_dim": 2048, "temperature": 0.2, "queue_size": 65536,
-            "momentum_base": 0.999, "momentum_cosine": False, "symmetric": False, **_AUG_V2,
+            "backbone": "resnet50",
+            "stem": "imagenet",
+            "zero_init_residual": False,
+            "batch_size": 256,
+            "epochs": 200,
+            **_SGD_EPOCHWISE,
+            "base_lr": 0.03,
+            "weight_decay": 1e-4,
+            "schedule": "warmup_cosine",
+            "version": "v2",
+            "latent_dim": 128,
+            "hidden_dim": 2048,
+            "temperature": 0.2,
+            "queue_size": 65536,
+            "momentum_base": 0.999,
+            "momentum_cosine": False,
+            "symmetric": False,
+            **_AUG_V2,
         },
         # solo-learn's "MoCo V2+" CIFAR recipe (scripts/pretrain/cifar/mocov2plus.yaml, symmetric_weak aug)
         "small": {
-            "batch_size": 256, "epochs": 1000, "optimizer": "sgd", "momentum": 0.9, "base_lr": 0.3,
-            "weight_decay": 1e-4, "schedule": "warmup_cosine", "warmup_epochs": 10, "schedule_per_step": True,
-            "version": "v2", "latent_dim": 256, "hidden_dim": 2048, "temperature": 0.2, "queue_size": 32768,
-            "momentum_base": 0.99, "momentum_final": 0.999, "momentum_cosine": True, "symmetric": True,
-            **_AUG_V2, "aug.crop_scale": (0.08, 1.0),
+            "batch_size": 256,
+            "epochs": 1000,
+            "optimizer": "sgd",
+            "momentum": 0.9,
+            "base_lr": 0.3,
+            "weight_decay": 1e-4,
+            "schedule": "warmup_cosine",
+            "warmup_epochs": 10,
+            "schedule_per_step": True,
+            "version": "v2",
+            "latent_dim": 256,
+            "hidden_dim": 2048,
+            "temperature": 0.2,
+            "queue_size": 32768,
+            "momentum_base": 0.99,
+            "momentum_final": 0.999,
+            "momentum_cosine": True,
+            "symmetric": True,
+            **_AUG_V2,
+            "aug.crop_scale": (0.08, 1.0),
         },
         "cpu": {
-            "version": "v2", "latent_dim": 128, "hidden_dim": 512, "temperature": 0.2, "queue_size": 4096,
-            "momentum_base": 0.99, "momentum_cosine": False, "symmetric": True,
+            "version": "v2",
+            "latent_dim": 128,
+            "hidden_dim": 512,
+            "temperature": 0.2,
+            "queue_size": 4096,
+            "momentum_base": 0.99,
+            "momentum_cosine": False,
+            "symmetric": True,
         },
     }
 
     variants = {
         "v1": {
             "imagenet": {
-                "version": "v1", "temperature": 0.07, "schedule": "step", "lr_milestones": (120, 160),
-                "lr_gamma": 0.1, **_AUG_V1,
+                "version": "v1",
+                "temperature": 0.07,
+                "schedule": "step",
+                "lr_milestones": (120, 160),
+                "lr_gamma": 0.1,
+                **_AUG_V1,
             },
             # MoCo's CIFAR-10 demo (colab/moco_cifar10_demo.ipynb): ResNet-18 with fc -> 128, K 4096,
             # m 0.99, T 0.1, lr 0.06 at batch 512, wd 5e-4, cosine per epoch, 200 epochs
             "small": {
-                "version": "v1", "batch_size": 512, "epochs": 200, **_SGD_EPOCHWISE, "base_lr": 0.03,
-                "weight_decay": 5e-4, "schedule": "warmup_cosine", "latent_dim": 128, "temperature": 0.1,
-                "queue_size": 4096, "momentum_base": 0.99, "momentum_cosine": False, "symmetric": False,
-                **_AUG_V2, "aug.crop_scale": (0.08, 1.0), "aug.blur_prob": (0.0,),
+                "version": "v1",
+                "batch_size": 512,
+                "epochs": 200,
+                **_SGD_EPOCHWISE,
+                "base_lr": 0.03,
+                "weight_decay": 5e-4,
+                "schedule": "warmup_cosine",
+                "latent_dim": 128,
+                "temperature": 0.1,
+                "queue_size": 4096,
+                "momentum_base": 0.99,
+                "momentum_cosine": False,
+                "symmetric": False,
+                **_AUG_V2,
+                "aug.crop_scale": (0.08, 1.0),
+                "aug.blur_prob": (0.0,),
             },
             "cpu": {"version": "v1", "temperature": 0.1},
         },
         "v2": {},
         "v3": {
             "imagenet": {
-                "version": "v3", "batch_size": 4096, "epochs": 100, "optimizer": "lars", "base_lr": 0.6,
-                "weight_decay": 1e-6, "schedule": "warmup_cosine", "warmup_epochs": 10, "schedule_per_step": True,
-                "zero_init_residual": True, "latent_dim": 256, "hidden_dim": 4096, "pred_hidden_dim": 4096,
-                "temperature": 1.0, "momentum_base": 0.99, "momentum_final": 1.0, "momentum_cosine": True,
+                "version": "v3",
+                "batch_size": 4096,
+                "epochs": 100,
+                "optimizer": "lars",
+                "base_lr": 0.6,
+                "weight_decay": 1e-6,
+                "schedule": "warmup_cosine",
+                "warmup_epochs": 10,
+                "schedule_per_step": True,
+                "zero_init_residual": True,
+                "latent_dim": 256,
+                "hidden_dim": 4096,
+                "pred_hidden_dim": 4096,
+                "temperature": 1.0,
+                "momentum_base": 0.99,
+                "momentum_final": 1.0,
+                "momentum_cosine": True,
                 **_AUG_V3,
             },
             # solo-learn's CIFAR recipe (scripts/pretrain/cifar/mocov3.yaml, asymmetric aug)
             "small": {
-                "version": "v3", "batch_size": 256, "epochs": 1000, "optimizer": "lars", "base_lr": 0.3,
-                "weight_decay": 1e-6, "lars_eta": 0.02, "lars_clip": True, "warmup_epochs": 10,
-                "schedule_per_step": True, "latent_dim": 256, "hidden_dim": 4096, "pred_hidden_dim": 4096,
-                "temperature": 0.2, "momentum_base": 0.99, "momentum_final": 1.0, "momentum_cosine": True,
-                **_AUG_V3, "aug.crop_scale": (0.08, 1.0), "aug.blur_prob": (0.0,),
+                "version": "v3",
+                "batch_size": 256,
+                "epochs": 1000,
+                "optimizer": "lars",
+                "base_lr": 0.3,
+                "weight_decay": 1e-6,
+                "lars_eta": 0.02,
+                "lars_clip": True,
+                "warmup_epochs": 10,
+                "schedule_per_step": True,
+                "latent_dim": 256,
+                "hidden_dim": 4096,
+                "pred_hidden_dim": 4096,
+                "temperature": 0.2,
+                "momentum_base": 0.99,
+                "momentum_final": 1.0,
+                "momentum_cosine": True,
+                **_AUG_V3,
+                "aug.crop_scale": (0.08, 1.0),
+                "aug.blur_prob": (0.0,),
             },
             "cpu": {
-                "version": "v3", "latent_dim": 128, "hidden_dim": 1024, "pred_hidden_dim": 1024,
-                "temperature": 0.2, "momentum_base": 0.99, "momentum_cosine": True,
+                "version": "v3",
+                "latent_dim": 128,
+                "hidden_dim": 1024,
+                "pred_hidden_dim": 1024,
+                "temperature": 0.2,
+                "momentum_base": 0.99,
+                "momentum_cosine": True,
             },
         },
     }
@@ -204,8 +309,9 @@ class MoCo(MomentumMethod):
 
     def _shuffle_bn_active(self) -> bool:
         """Shuffle-BN runs for v1/v2 under DDP, unless the key encoder already uses SyncBN."""
-        if not (self.args.shuffle_bn and self.args.version != "v3" and self.gather_distributed
-                and dist.world_size() > 1):
+        if not (
+            self.args.shuffle_bn and self.args.version != "v3" and self.gather_distributed and dist.world_size() > 1
+        ):
             return False
         return not any(isinstance(m, nn.SyncBatchNorm) for m in self.momentum_backbone.modules())
 
@@ -225,10 +331,10 @@ class MoCo(MomentumMethod):
         n, rank = x.shape[0], dist.rank()
         x_all = dist.gather(x, with_grad=False)
         perm = _shared_permutation(x_all.shape[0], seed, x.device)
-        k = self._key_encoder(x_all[perm[rank * n:(rank + 1) * n]])
+        k = self._key_encoder(x_all[perm[rank * n : (rank + 1) * n]])
         k_all = dist.gather(k.contiguous(), with_grad=False)  # row j is the key of image perm[j]
         unshuffle = torch.argsort(perm)
-        return F.normalize(k_all[unshuffle[rank * n:(rank + 1) * n]].float(), dim=1)
+        return F.normalize(k_all[unshuffle[rank * n : (rank + 1) * n]].float(), dim=1)
 
     # ------------------------------------------------------------------ steps
 
@@ -263,6 +369,7 @@ class MoCo(MomentumMethod):
         z2 = self.project(self.backbone(x2))
         q1, q2 = self.predictor(z1), self.predictor(z2)
         k1, k2 = self.encode_keys(x1), self.encode_keys(x2)
-        loss = (moco_v3_contrastive(q1, k2, a.temperature, self.gather_distributed)
-                + moco_v3_contrastive(q2, k1, a.temperature, self.gather_distributed))
+        loss = moco_v3_contrastive(q1, k2, a.temperature, self.gather_distributed) + moco_v3_contrastive(
+            q2, k1, a.temperature, self.gather_distributed
+        )
         return StepOutput(loss, {"tau": tau}, z1)

@@ -66,4 +66,3 @@ class MomentumMethod(Method):
     def after_optimizer_step(self, progress: Progress) -> None:
         if self.momentum_timing == "after_step":
             self.momentum_update(self.momentum_at(progress))
-

@@ -26,8 +26,15 @@ PROJECTORS = ("mlp", "linear", "none")
 CONTRASTIVE_LOSSES = ("nt_xent", "nt_logistic", "margin_triplet")
 
 
-def build_projector(kind: str, in_dim: int, hidden_dim: int, latent_dim: int, hidden_bn: bool = True,
-                    last_bn: bool = True, layers: int = 2) -> nn.Module:
+def build_projector(
+    kind: str,
+    in_dim: int,
+    hidden_dim: int,
+    latent_dim: int,
+    hidden_bn: bool = True,
+    last_bn: bool = True,
+    layers: int = 2,
+) -> nn.Module:
     """The projection head g for the projector ablation: ``mlp`` (``layers`` linear layers),
     ``linear`` (one linear layer) or ``none`` (z = h)."""
     if kind == "none":
@@ -60,19 +67,43 @@ class SimCLR(Method):
 
     presets = {
         "imagenet": {
-            "backbone": "resnet50", "stem": "imagenet", "batch_size": 4096, "epochs": 100,
-            "optimizer": "lars", "base_lr": 0.3, "weight_decay": 1e-6, "warmup_epochs": 10,
-            "temperature": 0.1, "latent_dim": 128, "hidden_dim": 2048,
-            "aug.brightness": 0.8, "aug.contrast": 0.8, "aug.saturation": 0.8, "aug.hue": 0.2,
-            "aug.blur_prob": (0.5,), "aug.crop_scale": (0.08, 1.0),
+            "backbone": "resnet50",
+            "stem": "imagenet",
+            "batch_size": 4096,
+            "epochs": 100,
+            "optimizer": "lars",
+            "base_lr": 0.3,
+            "weight_decay": 1e-6,
+            "warmup_epochs": 10,
+            "temperature": 0.1,
+            "latent_dim": 128,
+            "hidden_dim": 2048,
+            "aug.brightness": 0.8,
+            "aug.contrast": 0.8,
+            "aug.saturation": 0.8,
+            "aug.hue": 0.2,
+            "aug.blur_prob": (0.5,),
+            "aug.crop_scale": (0.08, 1.0),
         },
         "small": {
-            "batch_size": 512, "epochs": 1000, "optimizer": "lars", "base_lr": 0.5, "weight_decay": 1e-6,
-            "warmup_epochs": 10, "temperature": 0.5, "latent_dim": 128, "hidden_dim": 2048,
-            "aug.brightness": 0.4, "aug.contrast": 0.4, "aug.saturation": 0.4, "aug.hue": 0.1,
+            "batch_size": 512,
+            "epochs": 1000,
+            "optimizer": "lars",
+            "base_lr": 0.5,
+            "weight_decay": 1e-6,
+            "warmup_epochs": 10,
+            "temperature": 0.5,
+            "latent_dim": 128,
+            "hidden_dim": 2048,
+            "aug.brightness": 0.4,
+            "aug.contrast": 0.4,
+            "aug.saturation": 0.4,
+            "aug.hue": 0.1,
         },
         "cpu": {
-            "temperature": 0.2, "latent_dim": 128, "hidden_dim": 512,
+            "temperature": 0.2,
+            "latent_dim": 128,
+            "hidden_dim": 512,
         },
     }
 
@@ -80,8 +111,15 @@ class SimCLR(Method):
         super().__init__(backbone, args, gather_distributed)
         if args.loss not in CONTRASTIVE_LOSSES:
             raise ValueError(f"unknown loss {args.loss!r}. Valid: {', '.join(CONTRASTIVE_LOSSES)}")
-        self.projector = build_projector(args.projector, backbone.out_dim, args.hidden_dim, args.latent_dim,
-                                         args.hidden_bn, args.last_bn, args.projector_layers)
+        self.projector = build_projector(
+            args.projector,
+            backbone.out_dim,
+            args.hidden_dim,
+            args.latent_dim,
+            args.hidden_bn,
+            args.last_bn,
+            args.projector_layers,
+        )
 
     def contrastive_loss(self, z1: torch.Tensor, z2: torch.Tensor) -> torch.Tensor:
         if self.args.loss == "nt_xent":

@@ -35,8 +35,14 @@ from selfsup.models.heads import mlp
 
 # MoCo v2's augmentation, which SimSiam uses (symmetric)
 _MOCO_V2_AUG = {
-    "aug.crop_scale": (0.2, 1.0), "aug.brightness": 0.4, "aug.contrast": 0.4, "aug.saturation": 0.4,
-    "aug.hue": 0.1, "aug.jitter_prob": (0.8,), "aug.grayscale_prob": (0.2,), "aug.solarize_prob": (0.0,),
+    "aug.crop_scale": (0.2, 1.0),
+    "aug.brightness": 0.4,
+    "aug.contrast": 0.4,
+    "aug.saturation": 0.4,
+    "aug.hue": 0.1,
+    "aug.jitter_prob": (0.8,),
+    "aug.grayscale_prob": (0.2,),
+    "aug.solarize_prob": (0.0,),
 }
 
 
@@ -56,21 +62,50 @@ class SimSiam(Method):
 
     presets = {
         "imagenet": {
-            "backbone": "resnet50", "stem": "imagenet", "zero_init_residual": True, "batch_size": 512,
-            "epochs": 100, "optimizer": "sgd", "base_lr": 0.05, "weight_decay": 1e-4, "momentum": 0.9,
-            "schedule": "warmup_cosine", "warmup_epochs": 0, "schedule_per_step": False,
-            "latent_dim": 2048, "hidden_dim": 2048, "pred_hidden_dim": 512, "projector_layers": 3,
-            "fix_pred_lr": True, **_MOCO_V2_AUG, "aug.blur_prob": (0.5,),
+            "backbone": "resnet50",
+            "stem": "imagenet",
+            "zero_init_residual": True,
+            "batch_size": 512,
+            "epochs": 100,
+            "optimizer": "sgd",
+            "base_lr": 0.05,
+            "weight_decay": 1e-4,
+            "momentum": 0.9,
+            "schedule": "warmup_cosine",
+            "warmup_epochs": 0,
+            "schedule_per_step": False,
+            "latent_dim": 2048,
+            "hidden_dim": 2048,
+            "pred_hidden_dim": 512,
+            "projector_layers": 3,
+            "fix_pred_lr": True,
+            **_MOCO_V2_AUG,
+            "aug.blur_prob": (0.5,),
         },
         # the paper's CIFAR-10 recipe (Appendix): 2-layer projector, lr 0.03 x B/256, wd 5e-4, 800 epochs
         "small": {
-            "batch_size": 512, "epochs": 800, "optimizer": "sgd", "base_lr": 0.03, "weight_decay": 5e-4,
-            "momentum": 0.9, "schedule": "warmup_cosine", "warmup_epochs": 0, "schedule_per_step": False,
-            "latent_dim": 2048, "hidden_dim": 2048, "pred_hidden_dim": 512, "projector_layers": 2,
-            "fix_pred_lr": True, **_MOCO_V2_AUG, "aug.blur_prob": (0.0,),
+            "batch_size": 512,
+            "epochs": 800,
+            "optimizer": "sgd",
+            "base_lr": 0.03,
+            "weight_decay": 5e-4,
+            "momentum": 0.9,
+            "schedule": "warmup_cosine",
+            "warmup_epochs": 0,
+            "schedule_per_step": False,
+            "latent_dim": 2048,
+            "hidden_dim": 2048,
+            "pred_hidden_dim": 512,
+            "projector_layers": 2,
+            "fix_pred_lr": True,
+            **_MOCO_V2_AUG,
+            "aug.blur_prob": (0.0,),
         },
         "cpu": {
-            "latent_dim": 512, "hidden_dim": 512, "pred_hidden_dim": 128, "projector_layers": 2,
+            "latent_dim": 512,
+            "hidden_dim": 512,
+            "pred_hidden_dim": 128,
+            "projector_layers": 2,
         },
     }
 
@@ -85,8 +120,10 @@ class SimSiam(Method):
     def parameter_groups(self) -> list[dict[str, Any]]:
         predictor = {id(p) for p in self.predictor.parameters()}
         rest = [p for p in self.parameters() if p.requires_grad and id(p) not in predictor]
-        return [{"params": rest},
-                {"params": list(self.predictor.parameters()), "fixed_lr": bool(self.args.fix_pred_lr)}]
+        return [
+            {"params": rest},
+            {"params": list(self.predictor.parameters()), "fixed_lr": bool(self.args.fix_pred_lr)},
+        ]
 
     def training_step(self, views: Sequence[torch.Tensor], progress: Progress) -> StepOutput:
         # one forward per view, as simsiam/builder.py does (BatchNorm statistics per view)

@@ -60,15 +60,18 @@ class Supervised(Method):
         """z is the class logits."""
         return self.classifier(h)
 
-    def training_step(self, views: Sequence[torch.Tensor], progress: Progress,
-                      labels: torch.Tensor | None = None) -> StepOutput:
+    def training_step(
+        self, views: Sequence[torch.Tensor], progress: Progress, labels: torch.Tensor | None = None
+    ) -> StepOutput:
         if labels is None:
             raise ValueError("the supervised baseline needs the labels of the batch")
         large = [v for v in views if v.shape == views[0].shape]
         logits = self.classifier(self.backbone(torch.cat(large))).float()
         y = labels.to(logits.device).long().repeat(len(large))
         labelled = (y >= 0).sum().clamp_min(1)
-        loss = F.cross_entropy(logits, y, ignore_index=-1, reduction="sum",
-                               label_smoothing=self.args.label_smoothing) / labelled
+        loss = (
+            F.cross_entropy(logits, y, ignore_index=-1, reduction="sum", label_smoothing=self.args.label_smoothing)
+            / labelled
+        )
         correct = ((logits.argmax(1) == y) & (y >= 0)).sum()
         return StepOutput(loss, {"train_top1": correct / labelled})

@@ -44,8 +44,7 @@ from selfsup.models.heads import mlp
 class SwAV(Method):
     name = "swav"
     summary = "online clustering: swapped prediction of Sinkhorn codes, multi-crop"
-    paper = ("Caron et al., Unsupervised Learning of Visual Features by Contrasting Cluster Assignments, "
-             "NeurIPS 2020")
+    paper = "Caron et al., Unsupervised Learning of Visual Features by Contrasting Cluster Assignments, NeurIPS 2020"
 
     @dataclass
     class Args:
@@ -63,31 +62,74 @@ class SwAV(Method):
     presets = {
         # bash script swav_800ep_pretrain.sh: 64 GPUs x 64 = 4096, LARC on every parameter, 75.3% top-1.
         "imagenet": {
-            "backbone": "resnet50", "stem": "imagenet", "batch_size": 4096, "epochs": 800,
-            "optimizer": "lars", "lars_exclude_1d": False, "base_lr": 4.8, "lr_scaling": "none",
-            "final_lr_ratio": 0.001, "warmup_epochs": 10, "warmup_start_ratio": 0.0625, "weight_decay": 1e-6,
-            "latent_dim": 128, "hidden_dim": 2048, "nmb_prototypes": 3000, "temperature": 0.1, "epsilon": 0.05,
-            "freeze_prototypes_epochs": 1.0, "queue_length": 0,
-            "aug.num_views": 2, "aug.large_crop_scale": (0.14, 1.0), "aug.small_crops": 6, "aug.small_size": 96,
-            "aug.small_crop_scale": (0.05, 0.14), "aug.brightness": 0.8, "aug.contrast": 0.8,
-            "aug.saturation": 0.8, "aug.hue": 0.2, "aug.blur_prob": (0.5,),
+            "backbone": "resnet50",
+            "stem": "imagenet",
+            "batch_size": 4096,
+            "epochs": 800,
+            "optimizer": "lars",
+            "lars_exclude_1d": False,
+            "base_lr": 4.8,
+            "lr_scaling": "none",
+            "final_lr_ratio": 0.001,
+            "warmup_epochs": 10,
+            "warmup_start_ratio": 0.0625,
+            "weight_decay": 1e-6,
+            "latent_dim": 128,
+            "hidden_dim": 2048,
+            "nmb_prototypes": 3000,
+            "temperature": 0.1,
+            "epsilon": 0.05,
+            "freeze_prototypes_epochs": 1.0,
+            "queue_length": 0,
+            "aug.num_views": 2,
+            "aug.large_crop_scale": (0.14, 1.0),
+            "aug.small_crops": 6,
+            "aug.small_size": 96,
+            "aug.small_crop_scale": (0.05, 0.14),
+            "aug.brightness": 0.8,
+            "aug.contrast": 0.8,
+            "aug.saturation": 0.8,
+            "aug.hue": 0.2,
+            "aug.blur_prob": (0.5,),
         },
         # solo-learn's CIFAR recipe (89.17%: LARS 0.6 at 256, eta 0.02, clip, 1-D params excluded, queue 3840
         # from epoch 50, prototypes frozen 2 epochs, K = 3000), plus a scaled-down multi-crop (2x32 + 4x16 px)
         # in the proportions of the ImageNet recipe; solo-learn trains with the 2 large crops only.
         "small": {
-            "batch_size": 256, "epochs": 1000, "optimizer": "lars", "base_lr": 0.6, "weight_decay": 1e-6,
-            "warmup_epochs": 10, "lars_eta": 0.02, "lars_clip": True,
-            "latent_dim": 128, "hidden_dim": 2048, "nmb_prototypes": 3000, "temperature": 0.1,
-            "freeze_prototypes_epochs": 2.0, "queue_length": 3840, "queue_start_epoch": 50,
-            "aug.num_views": 2, "aug.large_crop_scale": (0.14, 1.0), "aug.small_crops": 4, "aug.small_size": 16,
-            "aug.small_crop_scale": (0.05, 0.14), "aug.brightness": 0.8, "aug.contrast": 0.8,
-            "aug.saturation": 0.8, "aug.hue": 0.2,
+            "batch_size": 256,
+            "epochs": 1000,
+            "optimizer": "lars",
+            "base_lr": 0.6,
+            "weight_decay": 1e-6,
+            "warmup_epochs": 10,
+            "lars_eta": 0.02,
+            "lars_clip": True,
+            "latent_dim": 128,
+            "hidden_dim": 2048,
+            "nmb_prototypes": 3000,
+            "temperature": 0.1,
+            "freeze_prototypes_epochs": 2.0,
+            "queue_length": 3840,
+            "queue_start_epoch": 50,
+            "aug.num_views": 2,
+            "aug.large_crop_scale": (0.14, 1.0),
+            "aug.small_crops": 4,
+            "aug.small_size": 16,
+            "aug.small_crop_scale": (0.05, 0.14),
+            "aug.brightness": 0.8,
+            "aug.contrast": 0.8,
+            "aug.saturation": 0.8,
+            "aug.hue": 0.2,
         },
         # two crops only (multi-crop costs compute); LARC on every parameter as the paper.
         "cpu": {
-            "lars_exclude_1d": False, "final_lr_ratio": 0.001, "latent_dim": 128, "hidden_dim": 512,
-            "nmb_prototypes": 300, "freeze_prototypes_epochs": 0.5, "queue_length": 0,
+            "lars_exclude_1d": False,
+            "final_lr_ratio": 0.001,
+            "latent_dim": 128,
+            "hidden_dim": 512,
+            "nmb_prototypes": 300,
+            "freeze_prototypes_epochs": 0.5,
+            "queue_length": 0,
         },
     }
 
@@ -132,8 +174,10 @@ class SwAV(Method):
         global_batch = batch * world
         size = self.args.queue_length - self.args.queue_length % global_batch
         if self.args.queue_length and size == 0:
-            raise ValueError(f"queue_length={self.args.queue_length} is shorter than the global batch {global_batch}; "
-                             "set it to a multiple of the batch (or 0 for no queue)")
+            raise ValueError(
+                f"queue_length={self.args.queue_length} is shorter than the global batch {global_batch}; "
+                "set it to a multiple of the batch (or 0 for no queue)"
+            )
         return size
 
     @torch.no_grad()
@@ -145,7 +189,7 @@ class SwAV(Method):
         world = dist.world_size() if self.gather_distributed else 1
         share = size // world
         start = (dist.rank() if self.gather_distributed else 0) * share
-        rows = self.queue[:, start: start + share]
+        rows = self.queue[:, start : start + share]
         with torch.autocast(device_type=rows.device.type, enabled=False):  # float32 scores for Sinkhorn
             return [rows[i] @ self.prototypes.weight.float().T for i in range(len(rows))]
 
@@ -168,8 +212,9 @@ class SwAV(Method):
     def training_step(self, views: Sequence[torch.Tensor], progress: Progress) -> StepOutput:
         a = self.args
         if len(views) < 2 or max(a.crops_for_assign) >= len(views):
-            raise ValueError(f"SwAV got {len(views)} crops, but crops_for_assign={a.crops_for_assign} "
-                             "(the large crops come first)")
+            raise ValueError(
+                f"SwAV got {len(views)} crops, but crops_for_assign={a.crops_for_assign} (the large crops come first)"
+            )
         self.normalize_prototypes()
         z_all = self.embed_crops(views)
         scores = list(self.prototypes(z_all).chunk(len(views)))
@@ -178,10 +223,10 @@ class SwAV(Method):
         extra = self.queue_scores(z[0].shape[0]) if use_queue else None
         if use_queue:
             self.push_to_queue([z[c] for c in a.crops_for_assign])
-        loss, _ = swav(scores, a.temperature, a.epsilon, a.sinkhorn_iterations, a.crops_for_assign,
-                       self.gather_distributed, extra)
-        logs = {"queue_used": float(extra is not None),
-                "prototypes_frozen": float(self.prototypes_frozen(progress))}
+        loss, _ = swav(
+            scores, a.temperature, a.epsilon, a.sinkhorn_iterations, a.crops_for_assign, self.gather_distributed, extra
+        )
+        logs = {"queue_used": float(extra is not None), "prototypes_frozen": float(self.prototypes_frozen(progress))}
         return StepOutput(loss, logs, z[0])
 
     def prototypes_frozen(self, progress: Progress) -> bool:

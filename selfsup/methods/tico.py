@@ -43,21 +43,39 @@ class TiCo(MomentumMethod):
 
     presets = {
         "imagenet": {
-            "backbone": "resnet50", "stem": "imagenet", "batch_size": 4096, "epochs": 1000,
-            "optimizer": "lars", "base_lr": 0.2, "weight_decay": 1.5e-6, "warmup_epochs": 10,
-            "latent_dim": 256, "hidden_dim": 4096, "beta": 0.9, "rho": 8.0,
-            "aug.crop_scale": (0.08, 1.0), "aug.blur_prob": (1.0, 0.1), "aug.solarize_prob": (0.0, 0.2),
+            "backbone": "resnet50",
+            "stem": "imagenet",
+            "batch_size": 4096,
+            "epochs": 1000,
+            "optimizer": "lars",
+            "base_lr": 0.2,
+            "weight_decay": 1.5e-6,
+            "warmup_epochs": 10,
+            "latent_dim": 256,
+            "hidden_dim": 4096,
+            "beta": 0.9,
+            "rho": 8.0,
+            "aug.crop_scale": (0.08, 1.0),
+            "aug.blur_prob": (1.0, 0.1),
+            "aug.solarize_prob": (0.0, 0.2),
         },
         "small": {
-            "batch_size": 256, "epochs": 1000, "optimizer": "lars", "base_lr": 0.3, "weight_decay": 1e-5,
-            "warmup_epochs": 10, "latent_dim": 256, "hidden_dim": 4096,
+            "batch_size": 256,
+            "epochs": 1000,
+            "optimizer": "lars",
+            "base_lr": 0.3,
+            "weight_decay": 1e-5,
+            "warmup_epochs": 10,
+            "latent_dim": 256,
+            "hidden_dim": 4096,
             "aug.solarize_prob": (0.0, 0.2),
         },
         # LARS as in the paper: with the shared cpu base's SGD the embeddings lost rank (effective rank 7 of 128)
         # and h fell below the random-init encoder (docs/cpu-preset.md, "Loss-scale-sensitive methods").
         "cpu": {
             **CPU_LARS,
-            "latent_dim": 128, "hidden_dim": 1024,
+            "latent_dim": 128,
+            "hidden_dim": 1024,
         },
     }
 

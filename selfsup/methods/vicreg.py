@@ -37,21 +37,38 @@ class VICReg(Method):
 
     presets = {
         "imagenet": {
-            "backbone": "resnet50", "stem": "imagenet", "zero_init_residual": True, "batch_size": 2048,
-            "epochs": 1000, "optimizer": "lars", "base_lr": 0.2, "weight_decay": 1e-6, "warmup_epochs": 10,
-            "final_lr_ratio": 0.001, "expander": (8192, 8192, 8192),
-            "aug.crop_scale": (0.08, 1.0), "aug.blur_prob": (1.0, 0.1), "aug.solarize_prob": (0.0, 0.2),
+            "backbone": "resnet50",
+            "stem": "imagenet",
+            "zero_init_residual": True,
+            "batch_size": 2048,
+            "epochs": 1000,
+            "optimizer": "lars",
+            "base_lr": 0.2,
+            "weight_decay": 1e-6,
+            "warmup_epochs": 10,
+            "final_lr_ratio": 0.001,
+            "expander": (8192, 8192, 8192),
+            "aug.crop_scale": (0.08, 1.0),
+            "aug.blur_prob": (1.0, 0.1),
+            "aug.solarize_prob": (0.0, 0.2),
         },
         "small": {
-            "batch_size": 256, "epochs": 1000, "optimizer": "lars", "base_lr": 0.3, "weight_decay": 1e-4,
-            "warmup_epochs": 10, "final_lr_ratio": 0.001, "expander": (2048, 2048, 2048),
+            "batch_size": 256,
+            "epochs": 1000,
+            "optimizer": "lars",
+            "base_lr": 0.3,
+            "weight_decay": 1e-4,
+            "warmup_epochs": 10,
+            "final_lr_ratio": 0.001,
+            "expander": (2048, 2048, 2048),
             "aug.solarize_prob": (0.0, 0.1),
         },
         # LARS as in the paper: with the shared cpu base's SGD the loss (25/25/1 weights) diverged within
         # 35 steps (docs/cpu-preset.md, "Loss-scale-sensitive methods").
         "cpu": {
             **CPU_LARS,
-            "expander": (1024, 1024, 1024), "final_lr_ratio": 0.001,
+            "expander": (1024, 1024, 1024),
+            "final_lr_ratio": 0.001,
         },
     }
 

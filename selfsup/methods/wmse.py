@@ -57,26 +57,70 @@ class WMSE(Method):
         # epochs, blur 0.5, crop 0.08, strong jitter), W-MSE 2 at its default batch of 512. 500 warmup iterations
         # are 2 epochs of ImageNet-100 (126,689 images); x0.2 steps 50 and 25 epochs before the end.
         "imagenet": {
-            "backbone": "resnet18", "stem": "imagenet", "batch_size": 512, "epochs": 240, "optimizer": "adam",
-            "base_lr": 2e-3, "lr_scaling": "none", "weight_decay": 1e-6, "schedule": "step", "warmup_epochs": 2,
-            "lr_milestones": (190, 215), "lr_gamma": 0.2, "latent_dim": 128, "hidden_dim": 1024, "w_size": 256,
-            "w_iter": 1, "num_samples": 2, "aug.num_views": 2, "aug.crop_scale": (0.08, 1.0),
-            "aug.brightness": 0.8, "aug.contrast": 0.8, "aug.saturation": 0.8, "aug.hue": 0.2,
-            "aug.grayscale_prob": (0.2,), "aug.blur_prob": (0.5,),
+            "backbone": "resnet18",
+            "stem": "imagenet",
+            "batch_size": 512,
+            "epochs": 240,
+            "optimizer": "adam",
+            "base_lr": 2e-3,
+            "lr_scaling": "none",
+            "weight_decay": 1e-6,
+            "schedule": "step",
+            "warmup_epochs": 2,
+            "lr_milestones": (190, 215),
+            "lr_gamma": 0.2,
+            "latent_dim": 128,
+            "hidden_dim": 1024,
+            "w_size": 256,
+            "w_iter": 1,
+            "num_samples": 2,
+            "aug.num_views": 2,
+            "aug.crop_scale": (0.08, 1.0),
+            "aug.brightness": 0.8,
+            "aug.contrast": 0.8,
+            "aug.saturation": 0.8,
+            "aug.hue": 0.2,
+            "aug.grayscale_prob": (0.2,),
+            "aug.blur_prob": (0.5,),
         },
         # CIFAR W-MSE 2 (README): batch 512, emb 64, w_size 128, Adam 3e-3, 1000 epochs; 500 warmup iterations
         # are about 5 epochs of CIFAR at batch 512; jitter (0.4, 0.4, 0.4, 0.1), grayscale 0.1, crop 0.2, no blur.
         "small": {
-            "batch_size": 512, "epochs": 1000, "optimizer": "adam", "base_lr": 3e-3, "lr_scaling": "none",
-            "weight_decay": 1e-6, "schedule": "step", "warmup_epochs": 5, "lr_milestones": (950, 975),
-            "lr_gamma": 0.2, "latent_dim": 64, "hidden_dim": 1024, "w_size": 128, "w_iter": 1, "num_samples": 2,
-            "aug.num_views": 2, "aug.crop_scale": (0.2, 1.0), "aug.brightness": 0.4, "aug.contrast": 0.4,
-            "aug.saturation": 0.4, "aug.hue": 0.1, "aug.grayscale_prob": (0.1,), "aug.blur_prob": (0.0,),
+            "batch_size": 512,
+            "epochs": 1000,
+            "optimizer": "adam",
+            "base_lr": 3e-3,
+            "lr_scaling": "none",
+            "weight_decay": 1e-6,
+            "schedule": "step",
+            "warmup_epochs": 5,
+            "lr_milestones": (950, 975),
+            "lr_gamma": 0.2,
+            "latent_dim": 64,
+            "hidden_dim": 1024,
+            "w_size": 128,
+            "w_iter": 1,
+            "num_samples": 2,
+            "aug.num_views": 2,
+            "aug.crop_scale": (0.2, 1.0),
+            "aug.brightness": 0.4,
+            "aug.contrast": 0.4,
+            "aug.saturation": 0.4,
+            "aug.hue": 0.1,
+            "aug.grayscale_prob": (0.1,),
+            "aug.blur_prob": (0.0,),
         },
         # Adam at the CIFAR LR; the batch of the cpu base must be a multiple of w_size (128).
         "cpu": {
-            "optimizer": "adam", "base_lr": 3e-3, "lr_scaling": "none", "weight_decay": 1e-6,
-            "latent_dim": 64, "hidden_dim": 1024, "w_size": 128, "num_samples": 2, "aug.num_views": 2,
+            "optimizer": "adam",
+            "base_lr": 3e-3,
+            "lr_scaling": "none",
+            "weight_decay": 1e-6,
+            "latent_dim": 64,
+            "hidden_dim": 1024,
+            "w_size": 128,
+            "num_samples": 2,
+            "aug.num_views": 2,
         },
     }
 
@@ -85,8 +129,10 @@ class WMSE(Method):
         if args.num_samples not in NUM_SAMPLES:
             raise ValueError(f"num_samples must be 2 (W-MSE 2) or 4 (W-MSE 4), got {args.num_samples}")
         if args.w_size <= args.latent_dim:
-            raise ValueError(f"w_size={args.w_size} must be larger than latent_dim={args.latent_dim} (whitening a "
-                             f"sub-batch needs more samples than dimensions); use w_size >= {2 * args.latent_dim}")
+            raise ValueError(
+                f"w_size={args.w_size} must be larger than latent_dim={args.latent_dim} (whitening a "
+                f"sub-batch needs more samples than dimensions); use w_size >= {2 * args.latent_dim}"
+            )
         self.head = mlp([backbone.out_dim, args.hidden_dim, args.latent_dim], last_bias=False)
 
     @classmethod
@@ -99,8 +145,10 @@ class WMSE(Method):
     def training_step(self, views: Sequence[torch.Tensor], progress: Progress) -> StepOutput:
         a = self.args
         if len(views) != a.num_samples:
-            raise ValueError(f"W-MSE with num_samples={a.num_samples} needs {a.num_samples} views per image, got "
-                             f"{len(views)}: set aug.num_views={a.num_samples} (and no small crops)")
+            raise ValueError(
+                f"W-MSE with num_samples={a.num_samples} needs {a.num_samples} views per image, got "
+                f"{len(views)}: set aug.num_views={a.num_samples} (and no small crops)"
+            )
         h = [self.backbone(x) for x in views]
         z = self.head(torch.cat(h)).chunk(a.num_samples)
         loss = wmse(z, a.w_size, a.w_iter, a.w_eps, a.normalize, self.gather_distributed)

@@ -77,8 +77,13 @@ def norm_layer(norm: str) -> Callable[[int], nn.Module]:
     raise ValueError(f"unknown norm {norm!r}. Valid: {', '.join(NORMS)}")
 
 
-def resnet_backbone(factory: Callable[..., ResNet], stem: str = "imagenet", in_channels: int = 3,
-                    zero_init_residual: bool = False, norm: str = "batch") -> Backbone:
+def resnet_backbone(
+    factory: Callable[..., ResNet],
+    stem: str = "imagenet",
+    in_channels: int = 3,
+    zero_init_residual: bool = False,
+    norm: str = "batch",
+) -> Backbone:
     """A torchvision ResNet with the given stem, input channels and normalisation, ``fc`` removed."""
     if stem not in STEMS:
         raise ValueError(f"unknown stem {stem!r}. Valid stems: {', '.join(STEMS)}")
@@ -113,12 +118,12 @@ BACKBONES.register("resnet34")(partial(resnet_backbone, torchvision.models.resne
 BACKBONES.register("resnet50")(partial(resnet_backbone, torchvision.models.resnet50))
 
 
-def build_backbone(name: str, stem: str = "imagenet", in_channels: int = 3, zero_init_residual: bool = False,
-                   norm: str = "batch") -> Backbone:
+def build_backbone(
+    name: str, stem: str = "imagenet", in_channels: int = 3, zero_init_residual: bool = False, norm: str = "batch"
+) -> Backbone:
     """The registered backbone ``name`` (``resnet10/18/34/50`` built in), randomly initialised.
 
     ``zero_init_residual`` zero-initialises the last norm layer of every residual branch (Goyal et
     al. 2017), as MoCo v3, SimSiam, VICReg and Barlow Twins do.
     """
-    return BACKBONES.get(name)(stem=stem, in_channels=in_channels, zero_init_residual=zero_init_residual,
-                               norm=norm)
+    return BACKBONES.get(name)(stem=stem, in_channels=in_channels, zero_init_residual=zero_init_residual, norm=norm)

@@ -59,22 +59,33 @@ def _norm1d(norm: str, features: int) -> nn.Module:
 class DCGANEncoder(Backbone):
     """DIM's ``basic32x32`` / ``basic64x64`` encoder: strided 4x4 convs, then FC 1024 (h)."""
 
-    def __init__(self, in_channels: int, widths: Sequence[int], fc_width: int = 1024, input_size: int = 32,
-                 norm: str = "batch", local_stage: int = 1) -> None:
+    def __init__(
+        self,
+        in_channels: int,
+        widths: Sequence[int],
+        fc_width: int = 1024,
+        input_size: int = 32,
+        norm: str = "batch",
+        local_stage: int = 1,
+    ) -> None:
         layer = norm_layer(norm)
         blocks = []
         channels = in_channels
         for width in widths:
-            blocks.append(nn.Sequential(nn.Conv2d(channels, width, 4, 2, 1, bias=False), layer(width),
-                                        nn.ReLU(inplace=True)))
+            blocks.append(
+                nn.Sequential(nn.Conv2d(channels, width, 4, 2, 1, bias=False), layer(width), nn.ReLU(inplace=True))
+            )
             channels = width
         final = input_size // 2 ** len(widths)
-        net = nn.ModuleDict({
-            "convs": nn.ModuleList(blocks),
-            "pool": nn.AdaptiveAvgPool2d(final),
-            "fc": nn.Sequential(nn.Linear(channels * final * final, fc_width), _norm1d(norm, fc_width),
-                                nn.ReLU(inplace=True)),
-        })
+        net = nn.ModuleDict(
+            {
+                "convs": nn.ModuleList(blocks),
+                "pool": nn.AdaptiveAvgPool2d(final),
+                "fc": nn.Sequential(
+                    nn.Linear(channels * final * final, fc_width), _norm1d(norm, fc_width), nn.ReLU(inplace=True)
+                ),
+            }
+        )
         super().__init__(net, fc_width)
         self.default_local_stage = local_stage
         self.stage_channels = list(widths)
@@ -163,26 +174,44 @@ class AMDIMEncoder(Backbone):
     activations of those sizes (the code's ``dim2layer``). h is the 1x1 output, ``out_dim`` channels.
     """
 
-    def __init__(self, in_channels: int, ndf: int, n_depth: int, out_dim: int, input_size: int = 32,
-                 norm: str = "batch") -> None:
+    def __init__(
+        self, in_channels: int, ndf: int, n_depth: int, out_dim: int, input_size: int = 32, norm: str = "batch"
+    ) -> None:
         d = ndf
         if input_size == 32:
-            layers = [_ConvReLU(in_channels, d, 3, 1), _ResNxN(d, d, 1, 1), _res_block(d, 2 * d, 4, 2, n_depth),
-                      _res_block(2 * d, 4 * d, 2, 2, n_depth)]
+            layers = [
+                _ConvReLU(in_channels, d, 3, 1),
+                _ResNxN(d, d, 1, 1),
+                _res_block(d, 2 * d, 4, 2, n_depth),
+                _res_block(2 * d, 4 * d, 2, 2, n_depth),
+            ]
             top = 4 * d
         elif input_size == 64:
-            layers = [_ConvReLU(in_channels, d, 3, 1), _res_block(d, 2 * d, 4, 2, n_depth),
-                      _res_block(2 * d, 4 * d, 4, 2, n_depth), _res_block(4 * d, 8 * d, 2, 2, n_depth)]
+            layers = [
+                _ConvReLU(in_channels, d, 3, 1),
+                _res_block(d, 2 * d, 4, 2, n_depth),
+                _res_block(2 * d, 4 * d, 4, 2, n_depth),
+                _res_block(4 * d, 8 * d, 2, 2, n_depth),
+            ]
             top = 8 * d
         elif input_size == 128:
-            layers = [_ConvReLU(in_channels, d, 5, 2, pad=2), _ConvReLU(d, d, 3, 1),
-                      _res_block(d, 2 * d, 4, 2, n_depth), _res_block(2 * d, 4 * d, 4, 2, n_depth),
-                      _res_block(4 * d, 8 * d, 2, 2, n_depth)]
+            layers = [
+                _ConvReLU(in_channels, d, 5, 2, pad=2),
+                _ConvReLU(d, d, 3, 1),
+                _res_block(d, 2 * d, 4, 2, n_depth),
+                _res_block(2 * d, 4 * d, 4, 2, n_depth),
+                _res_block(4 * d, 8 * d, 2, 2, n_depth),
+            ]
             top = 8 * d
         else:
             raise ValueError(f"AMDIM encoders exist for 32, 64 and 128 px inputs, not {input_size}")
-        layers += [_MaybeNorm(top, norm, enabled=False), _res_block(top, top, 3, 1, n_depth),
-                   _res_block(top, top, 3, 1, n_depth), _ResNxN(top, out_dim, 3, 1), _MaybeNorm(out_dim, norm, True)]
+        layers += [
+            _MaybeNorm(top, norm, enabled=False),
+            _res_block(top, top, 3, 1, n_depth),
+            _res_block(top, top, 3, 1, n_depth),
+            _ResNxN(top, out_dim, 3, 1),
+            _MaybeNorm(out_dim, norm, True),
+        ]
         super().__init__(nn.ModuleList(layers), out_dim)
         self.input_size = input_size
         self.stage_channels, self.stage_sizes = _probe(self, in_channels, input_size)
@@ -192,8 +221,10 @@ class AMDIMEncoder(Backbone):
 
     def stage_maps(self, x: torch.Tensor) -> tuple[list[torch.Tensor], torch.Tensor]:
         if x.shape[-1] != self.input_size or x.shape[-2] != self.input_size:
-            raise ValueError(f"this AMDIM encoder takes {self.input_size} px images, got {tuple(x.shape[-2:])}; "
-                             f"set aug.image_size={self.input_size} or pick the amdim encoder of your size")
+            raise ValueError(
+                f"this AMDIM encoder takes {self.input_size} px images, got {tuple(x.shape[-2:])}; "
+                f"set aug.image_size={self.input_size} or pick the amdim encoder of your size"
+            )
         maps = []
         for layer in self.net:
             x = layer(x)
@@ -218,8 +249,11 @@ class PatchEncoder(Backbone):
         blocks = []
         channels = in_channels
         for i, width in enumerate(widths):
-            blocks += [nn.Conv2d(channels, width, 3, 1 if i == 0 else 2, 1, bias=False), layer(width),
-                       nn.ReLU(inplace=True)]
+            blocks += [
+                nn.Conv2d(channels, width, 3, 1 if i == 0 else 2, 1, bias=False),
+                layer(width),
+                nn.ReLU(inplace=True),
+            ]
             channels = width
         super().__init__(nn.Sequential(*blocks), channels)
         self.stage_channels = list(widths)
@@ -292,23 +326,21 @@ def default_local_stage(backbone: Backbone) -> int:
 def _ignore_resnet_options(builder: Any, **fixed: Any) -> Any:
     """A backbone builder with the registry's signature; ``stem`` and ``zero_init_residual`` are unused."""
 
-    def build(stem: str = "imagenet", in_channels: int = 3, zero_init_residual: bool = False,
-              norm: str = "batch") -> Backbone:
+    def build(
+        stem: str = "imagenet", in_channels: int = 3, zero_init_residual: bool = False, norm: str = "batch"
+    ) -> Backbone:
         return builder(in_channels=in_channels, norm=norm, **fixed)
 
     return build
 
 
-BACKBONES.register("dim32")(_ignore_resnet_options(DCGANEncoder, widths=(64, 128, 256), input_size=32,
-                                                   local_stage=1))
-BACKBONES.register("dim64")(_ignore_resnet_options(DCGANEncoder, widths=(64, 128, 256, 512), input_size=64,
-                                                   local_stage=2))
+BACKBONES.register("dim32")(_ignore_resnet_options(DCGANEncoder, widths=(64, 128, 256), input_size=32, local_stage=1))
+BACKBONES.register("dim64")(
+    _ignore_resnet_options(DCGANEncoder, widths=(64, 128, 256, 512), input_size=64, local_stage=2)
+)
 BACKBONES.register("amdim32")(_ignore_resnet_options(AMDIMEncoder, ndf=128, n_depth=3, out_dim=1024, input_size=32))
-BACKBONES.register("amdim32-small")(_ignore_resnet_options(AMDIMEncoder, ndf=32, n_depth=1, out_dim=256,
-                                                           input_size=32))
+BACKBONES.register("amdim32-small")(_ignore_resnet_options(AMDIMEncoder, ndf=32, n_depth=1, out_dim=256, input_size=32))
 BACKBONES.register("amdim64")(_ignore_resnet_options(AMDIMEncoder, ndf=128, n_depth=3, out_dim=1024, input_size=64))
-BACKBONES.register("amdim128")(_ignore_resnet_options(AMDIMEncoder, ndf=192, n_depth=8, out_dim=1536,
-                                                      input_size=128))
+BACKBONES.register("amdim128")(_ignore_resnet_options(AMDIMEncoder, ndf=192, n_depth=8, out_dim=1536, input_size=128))
 BACKBONES.register("patchnet")(_ignore_resnet_options(PatchEncoder, widths=(64, 128, 256)))
 BACKBONES.register("patchnet-small")(_ignore_resnet_options(PatchEncoder, widths=(32, 64, 128)))
-

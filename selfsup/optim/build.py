@@ -36,8 +36,9 @@ def _split_groups(groups: list[dict[str, Any]], cfg: TrainConfig) -> list[dict[s
                 out.append({"params": matrices, **meta, "lars_exclude": False})
             if vectors:
                 lr_mult_1d = float(group.get("lr_mult_1d", meta["lr_mult"]))
-                out.append({"params": vectors, **meta, "lr_mult": lr_mult_1d, "weight_decay": 0.0,
-                            "lars_exclude": True})
+                out.append(
+                    {"params": vectors, **meta, "lr_mult": lr_mult_1d, "weight_decay": 0.0, "lars_exclude": True}
+                )
         elif params:
             out.append({"params": params, **meta, "lars_exclude": False})
     return out
@@ -51,8 +52,14 @@ def build_optimizer(groups: list[dict[str, Any]], cfg: TrainConfig) -> torch.opt
         group["lr"] = lr * group["lr_mult"]
     name = cfg.optimizer.lower()
     if name == "lars":
-        return LARS(param_groups, lr=lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay,
-                    eta=cfg.lars_eta, clip=cfg.lars_clip)
+        return LARS(
+            param_groups,
+            lr=lr,
+            momentum=cfg.momentum,
+            weight_decay=cfg.weight_decay,
+            eta=cfg.lars_eta,
+            clip=cfg.lars_clip,
+        )
     if name == "sgd":
         return torch.optim.SGD(param_groups, lr=lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
     if name == "adamw":

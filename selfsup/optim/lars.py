@@ -24,12 +24,25 @@ import torch
 class LARS(torch.optim.Optimizer):
     """LARS with per-group exclusion (``lars_exclude``) from weight decay and adaptation."""
 
-    def __init__(self, params: Iterable[Any], lr: float, momentum: float = 0.9, weight_decay: float = 0.0,
-                 eta: float = 1e-3, clip: bool = False) -> None:
+    def __init__(
+        self,
+        params: Iterable[Any],
+        lr: float,
+        momentum: float = 0.9,
+        weight_decay: float = 0.0,
+        eta: float = 1e-3,
+        clip: bool = False,
+    ) -> None:
         if lr < 0 or momentum < 0 or weight_decay < 0 or eta <= 0:
             raise ValueError("LARS needs lr >= 0, momentum >= 0, weight_decay >= 0 and eta > 0")
-        defaults = {"lr": lr, "momentum": momentum, "weight_decay": weight_decay, "eta": eta, "clip": clip,
-                    "lars_exclude": False}
+        defaults = {
+            "lr": lr,
+            "momentum": momentum,
+            "weight_decay": weight_decay,
+            "eta": eta,
+            "clip": clip,
+            "lars_exclude": False,
+        }
         super().__init__(params, defaults)
 
     @torch.no_grad()
@@ -49,8 +62,9 @@ class LARS(torch.optim.Optimizer):
                         d = d.add(p, alpha=group["weight_decay"])
                     w_norm = torch.linalg.vector_norm(p)
                     d_norm = torch.linalg.vector_norm(d)
-                    q = torch.where((w_norm > 0) & (d_norm > 0), group["eta"] * w_norm / d_norm,
-                                    torch.ones_like(w_norm))
+                    q = torch.where(
+                        (w_norm > 0) & (d_norm > 0), group["eta"] * w_norm / d_norm, torch.ones_like(w_norm)
+                    )
                     if group["clip"] and lr > 0:
                         q = torch.clamp(q / lr, max=1.0)
                     d = d.mul(q)

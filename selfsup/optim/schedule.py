@@ -14,9 +14,19 @@ import math
 SCHEDULES = ("warmup_cosine", "step", "constant")
 
 
-def lr_factor(step: int, steps_per_epoch: int, epochs: int, *, schedule: str = "warmup_cosine",
-              warmup_epochs: float = 0.0, warmup_start_ratio: float = 0.0, final_lr_ratio: float = 0.0,
-              milestones: tuple[float, ...] = (), gamma: float = 0.1, per_step: bool = True) -> float:
+def lr_factor(
+    step: int,
+    steps_per_epoch: int,
+    epochs: int,
+    *,
+    schedule: str = "warmup_cosine",
+    warmup_epochs: float = 0.0,
+    warmup_start_ratio: float = 0.0,
+    final_lr_ratio: float = 0.0,
+    milestones: tuple[float, ...] = (),
+    gamma: float = 0.1,
+    per_step: bool = True,
+) -> float:
     """The multiplier of the peak LR at optimizer step ``step`` (0-based)."""
     if schedule not in SCHEDULES:
         raise ValueError(f"unknown schedule {schedule!r}. Valid: {', '.join(SCHEDULES)}")
