@@ -9,6 +9,7 @@ filled in, which :func:`selfsup.presets.resolve_config` does once for a run).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import cast
 
 from selfsup.config import AugmentConfig, ConfigError
 
@@ -47,7 +48,7 @@ def view_specs(cfg: AugmentConfig) -> list[ViewSpec]:
         for i in range(cfg.num_views)
     ]
     specs += [
-        ViewSpec(cfg.num_views + j, int(cfg.small_size), tuple(cfg.small_crop_scale), True)
+        ViewSpec(cfg.num_views + j, int(cfg.small_size), cast(tuple[float, float], tuple(cfg.small_crop_scale)), True)
         for j in range(cfg.small_crops)
     ]
     return specs

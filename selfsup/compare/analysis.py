@@ -40,7 +40,7 @@ def primary_key(arms: Sequence[Aggregate]) -> str:
 
 
 def test_images(arms: Sequence[Aggregate]) -> int:
-    counts = [a.first.evaluation.get("test_images") for a in arms if a.first.evaluation.get("test_images")]
+    counts = [n for a in arms if (n := a.first.evaluation.get("test_images"))]
     return int(min(counts)) if counts else 0
 
 
@@ -96,6 +96,7 @@ def noise_paragraph(arms: Sequence[Aggregate], key: str) -> str:
     if not runs or not n:
         return "No arm has been evaluated yet, so nothing can be said about the noise."
     cfg = runs[0].config
+    assert cfg is not None  # runs holds the runs with a config
     steps = max(int(r.summary.get("steps", 0) or 0) for r in runs)
     epochs = max(float(r.summary.get("epochs", 0) or 0) for r in runs)
     mean = statistics.fmean(v for a in arms for v in a.values(key)) if any(a.values(key) for a in arms) else 0.5
@@ -266,8 +267,9 @@ def _latent(arm: Aggregate) -> int:
 def answer_projector_bn(arms: Sequence[Aggregate]) -> list[str]:
     key = primary_key(arms)
     probe = "linear-probe" if key == PRIMARY else "kNN"
-    cell = {(hb, lb): _arm(arms, hidden_bn=hb, last_bn=lb) for hb in (True, False) for lb in (True, False)}
-    if any(a is None or a.mean(key) is None for a in cell.values()):
+    found = {(hb, lb): _arm(arms, hidden_bn=hb, last_bn=lb) for hb in (True, False) for lb in (True, False)}
+    cell = {k: a for k, a in found.items() if a is not None and a.mean(key) is not None}
+    if len(cell) < len(found):
         return ["All four arms (hidden BN on/off x last BN on/off) must be evaluated to answer."]
     out = [
         f"**Measured.** {probe.capitalize()} top-1 of h: "
@@ -287,6 +289,7 @@ def answer_projector_bn(arms: Sequence[Aggregate]) -> list[str]:
         for level in (True, False):
             on, off = on_off(level)
             d = difference(cell[off], cell[on], key, arms)  # on − off
+            assert d is not None  # every arm has a mean for key
             other = "last BN" if name == "hidden BN" else "hidden BN"
             parts.append(f"with {other} {'on' if level else 'off'}: {d.text()}")
         effects.append(f"{name} on − off: " + "; ".join(parts))

@@ -99,10 +99,10 @@ def decode_square(path: str | Path, size: int, channels: int, use_draft: bool = 
     ``(channels, size, size)``. JPEGs are decoded at a reduced scale (PIL ``draft``) when that still
     leaves at least ``size`` px on the shorter side."""
     mode = "L" if channels == 1 else "RGB"
-    with Image.open(path) as img:
+    with Image.open(path) as source:
         if use_draft:
-            img.draft(mode, (size, size))
-        img = img.convert(mode)
+            source.draft(mode, (size, size))
+        img = source.convert(mode)
         width, height = img.size
         side = min(width, height)
         left, top = (width - side) / 2, (height - side) / 2

@@ -15,6 +15,7 @@ import os
 import socket
 from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
 
 import numpy as np
 import torch
@@ -193,8 +194,10 @@ def fashion_mnist(split: str, data_dir: str | None = None) -> ImageDataset:
 
 # ----------------------------------------------------------------------------- torchvision sets
 
+_T = TypeVar("_T")
 
-def _torchvision_set(factory: Callable[..., object], name: str, data_dir: str | None, **kwargs: object) -> object:
+
+def _torchvision_set(factory: Callable[..., _T], name: str, data_dir: str | None, **kwargs: object) -> _T:
     """Build a torchvision dataset from ``data_dir``, downloading only if it is missing."""
     root = Path(data_dir) if data_dir else default_cache_dir()
     try:

@@ -14,6 +14,8 @@ Three implementations share one interface (:class:`selfsup.data.sampling.ViewPip
 
 from __future__ import annotations
 
+from typing import TypedDict
+
 import torch
 
 from selfsup.augment.views import require_resolved
@@ -26,6 +28,17 @@ from selfsup.data.sampling import ViewPipeline
 from selfsup.data.streaming import StreamingPipeline, default_workers
 
 DATA_PATHS = ("auto", "batched", "streaming", "per-image")
+
+
+class _PipelineOptions(TypedDict):
+    """The keyword arguments every pipeline takes."""
+
+    augment: AugmentConfig
+    batch_size: int
+    device: torch.device
+    seed: int
+    rank: int
+    world_size: int
 
 
 def choose_data_path(
@@ -83,7 +96,7 @@ def build_pipeline(
     conventional torchvision pipeline.
     """
     path = choose_data_path(dataset, augment, data_path, memory_budget_mb)
-    common = {
+    common: _PipelineOptions = {
         "augment": augment,
         "batch_size": batch_size,
         "device": device,
@@ -96,10 +109,12 @@ def build_pipeline(
     if path == "streaming":
         return StreamingPipeline(dataset=dataset, num_workers=num_workers, **common)
     if path == "cached":
+        image_size = augment.image_size
+        assert image_size is not None  # choose_data_path resolved it
         dataset = load_or_build(
             dataset,
-            int(augment.image_size),
-            cache_dir,  # type: ignore[arg-type]
+            int(image_size),
+            cache_dir,
             default_workers(num_workers),
             rank,
             verbose=rank == 0,

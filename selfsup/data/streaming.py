@@ -74,12 +74,12 @@ def crop_views(
     resized with PIL's antialiased bilinear filter (torchvision's per-image semantics).
     """
     mode = "L" if channels == 1 else "RGB"
-    with Image.open(path) as img:
-        width, height = img.size
+    with Image.open(path) as source:
+        width, height = source.size
         u = torch.rand(len(specs), _UNIFORMS, generator=generator, dtype=torch.float64)
         boxes, flips = [], []
         for v, spec in enumerate(specs):
-            top, left, h, w = crop_boxes_from_uniforms(
+            crop_top, crop_left, crop_h, crop_w = crop_boxes_from_uniforms(
                 u[v : v + 1, :CROP_ATTEMPTS],
                 u[v : v + 1, CROP_ATTEMPTS : 2 * CROP_ATTEMPTS],
                 u[v : v + 1, 2 * CROP_ATTEMPTS],
@@ -88,14 +88,14 @@ def crop_views(
                 spec.scale,
                 cfg.crop_ratio,
             )
-            boxes.append((float(left), float(top), float(w), float(h)))
+            boxes.append((float(crop_left), float(crop_top), float(crop_w), float(crop_h)))
             flip_view = 0 if cfg.shared_flip else v
             flips.append(bool(u[flip_view, 2 * CROP_ATTEMPTS + 2] < cfg.for_view(flip_view, "flip_prob")))
         sx = sy = 1.0
         request = draft_request((width, height), boxes, [s.size for s in specs]) if use_draft else None
-        if request is not None and img.draft(mode, request) is not None:
-            sx, sy = img.size[0] / width, img.size[1] / height
-        img = img.convert(mode)
+        if request is not None and source.draft(mode, request) is not None:
+            sx, sy = source.size[0] / width, source.size[1] / height
+        img = source.convert(mode)
         views = []
         for (left, top, w, h), flip, spec in zip(boxes, flips, specs):
             box = (left * sx, top * sy, (left + w) * sx, (top + h) * sy)

@@ -22,7 +22,7 @@ import itertools
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import torch
 from torch import nn
@@ -129,7 +129,7 @@ class Trainer:
             device_ids = [self.device.index] if self.device.type == "cuda" else None
             self.model = DistributedDataParallel(self.method, device_ids=device_ids)
         if cfg.compile:
-            self.model = torch.compile(self.model)
+            self.model = cast(nn.Module, torch.compile(self.model))  # an OptimizedModule for a module
         self._setup_monitor()
 
     def _setup_monitor(self) -> None:
@@ -180,6 +180,7 @@ class Trainer:
         if self.monitor is None:
             return {}
         bank, queries = self.monitor
+        assert bank.labels is not None and queries.labels is not None  # _setup_monitor keeps labelled sets only
         was_training = self.method.training
         self.method.eval()
         try:

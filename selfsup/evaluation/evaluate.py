@@ -119,6 +119,7 @@ def evaluate_run(
             "evaluation are impossible. Give the images class sub-folders "
             "(see `selfsup pretrain --help`, imagefolder)."
         )
+    assert train.labels is not None and test.labels is not None  # has_labels implies labels
     size = int(require_resolved(cfg.augment).image_size)  # type: ignore[arg-type]
     method, _ = load_trained_method(run_dir, torch_device, train.channels)
     results: dict[str, Any] = {
@@ -146,7 +147,7 @@ def evaluate_run(
             "classes": np.array(test.classes, dtype=str),
         }
         with open(folder.file(EMBEDDINGS), "wb") as handle:
-            np.savez(handle, **arrays)
+            np.savez(handle, **arrays)  # type: ignore[arg-type]  # numpy stub: **arrays checked against allow_pickle
     if baselines:
         raw_train, raw_test = raw_pixel_features(train), raw_pixel_features(test)
         for key, value in _scores((raw_train, train.labels), (raw_test, test.labels), protocols).items():

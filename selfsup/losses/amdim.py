@@ -25,7 +25,7 @@ rescales by n_gpus/(n_gpus − 1)) has no counterpart under DDP.
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from typing import NamedTuple, cast
 
 import torch
 
@@ -119,8 +119,8 @@ def amdim_terms(
         r7: (map7_A, map7_B), each (n, 49, d).
         locations: for each view, the (n,) index of the 5x5 location used as the 5→5 source.
     """
-    terms = {"1t5": [], "1t7": [], "5t5": []}
-    penalties = []
+    terms: dict[str, list[torch.Tensor]] = {"1t5": [], "1t7": [], "5t5": []}
+    penalties: list[torch.Tensor] = []
     for a, b in ((0, 1), (1, 0)):
         rows = torch.arange(r5[a].shape[0], device=r5[a].device)
         local_source = r5[a][rows, locations[a]]
@@ -129,6 +129,10 @@ def amdim_terms(
             terms[task].append(loss)
             penalties.append(reg)
     half = 0.5
+
+    def halved_sum(losses: list[torch.Tensor]) -> torch.Tensor:
+        return cast(torch.Tensor, half * sum(losses))  # a sum of tensors (typeshed: Tensor | Literal[0])
+
     return AMDIMTerms(
-        half * sum(terms["1t5"]), half * sum(terms["1t7"]), half * sum(terms["5t5"]), half * sum(penalties)
+        halved_sum(terms["1t5"]), halved_sum(terms["1t7"]), halved_sum(terms["5t5"]), halved_sum(penalties)
     )

@@ -188,7 +188,7 @@ class AMDIM(Method):
         terms = amdim_terms(
             (r1_a, r1_b), (r5_a, r5_b), (r7_a, r7_b), locations, a.tclip, a.score_penalty, self.gather_distributed
         )
-        logs = {
+        logs: dict[str, float | torch.Tensor] = {
             "loss_1t5": terms.global_to_5.detach(),
             "loss_1t7": terms.global_to_7.detach(),
             "loss_5t5": terms.local_5_to_5.detach(),

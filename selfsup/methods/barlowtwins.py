@@ -107,7 +107,10 @@ class BarlowTwins(Method):
         z2 = self.project(self.backbone(views[1]))
         terms = barlow_twins_terms(z1, z2, self.args.bn_eps, self.gather_distributed)
         loss = self.args.scale_loss * terms.total(self.args.lambd)
-        logs = {"on_diagonal": terms.on_diagonal.detach(), "off_diagonal": terms.off_diagonal.detach()}
+        logs: dict[str, float | torch.Tensor] = {
+            "on_diagonal": terms.on_diagonal.detach(),
+            "off_diagonal": terms.off_diagonal.detach(),
+        }
         return StepOutput(loss, logs, z1)
 
     def parameter_groups(self) -> list[dict[str, Any]]:

@@ -20,6 +20,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
+from torch import nn
 
 from selfsup.losses.byol import byol
 from selfsup.methods.base import CPU_LARS, Progress, StepOutput, register_method
@@ -99,6 +100,10 @@ class BYOL(MomentumMethod):
             "momentum_base": 0.99,
         },
     }
+
+    # made by make_momentum_copy
+    momentum_backbone: nn.Module
+    momentum_projector: nn.Module
 
     def __init__(self, backbone: Backbone, args: Args, gather_distributed: bool = False) -> None:
         super().__init__(backbone, args, gather_distributed)

@@ -36,6 +36,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import cast
 
 import torch
 import torch.nn.functional as F
@@ -289,7 +290,8 @@ class CPC(Method):
                 f"but the {direction} grid has {rows}; lower max_offset, the patch size or stride"
             )
         context = self.context[direction](grid.permute(0, 3, 1, 2)).permute(0, 2, 3, 1)
-        predictions = [w(context[:, : rows - k]) for k, w in zip(self.offsets, self.predictors[direction])]
+        predictors = cast(nn.ModuleList, self.predictors[direction])
+        predictions = [w(context[:, : rows - k]) for k, w in zip(self.offsets, predictors)]
         return grid, predictions
 
     # ------------------------------------------------------------------ training and evaluation

@@ -285,6 +285,13 @@ class MoCo(MomentumMethod):
         },
     }
 
+    # made by make_momentum_copy
+    momentum_backbone: nn.Module
+    momentum_projector: nn.Module
+    # registered buffers (v1/v2 only)
+    queue: torch.Tensor
+    queue_ptr: torch.Tensor
+
     def __init__(self, backbone: Backbone, args: Args, gather_distributed: bool = False) -> None:
         super().__init__(backbone, args, gather_distributed)
         if args.version not in VERSIONS:

@@ -22,6 +22,7 @@ import torch
 from torch import nn
 
 from selfsup.methods.base import Method, Progress, cosine_increase
+from selfsup.models.backbones import Backbone
 
 
 class MomentumMethod(Method):
@@ -29,7 +30,7 @@ class MomentumMethod(Method):
 
     momentum_timing: ClassVar[str] = "after_step"
 
-    def __init__(self, backbone: nn.Module, args: Any, gather_distributed: bool = False) -> None:
+    def __init__(self, backbone: Backbone, args: Any, gather_distributed: bool = False) -> None:
         super().__init__(backbone, args, gather_distributed)
         self._momentum_pairs: list[tuple[str, str]] = []
 

@@ -133,6 +133,8 @@ class SwAV(Method):
         },
     }
 
+    queue: torch.Tensor | None  # registered buffer (None without a queue)
+
     def __init__(self, backbone: Backbone, args: Args, gather_distributed: bool = False) -> None:
         super().__init__(backbone, args, gather_distributed)
         if not args.crops_for_assign or len(set(args.crops_for_assign)) != len(args.crops_for_assign):
@@ -226,7 +228,10 @@ class SwAV(Method):
         loss, _ = swav(
             scores, a.temperature, a.epsilon, a.sinkhorn_iterations, a.crops_for_assign, self.gather_distributed, extra
         )
-        logs = {"queue_used": float(extra is not None), "prototypes_frozen": float(self.prototypes_frozen(progress))}
+        logs: dict[str, float | torch.Tensor] = {
+            "queue_used": float(extra is not None),
+            "prototypes_frozen": float(self.prototypes_frozen(progress)),
+        }
         return StepOutput(loss, logs, z[0])
 
     def prototypes_frozen(self, progress: Progress) -> bool:

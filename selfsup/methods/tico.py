@@ -18,6 +18,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
+from torch import nn
 
 from selfsup.losses.tico import tico
 from selfsup.methods.base import CPU_LARS, Progress, StepOutput, register_method
@@ -78,6 +79,11 @@ class TiCo(MomentumMethod):
             "hidden_dim": 1024,
         },
     }
+
+    C: torch.Tensor  # registered buffer: the running second moment
+    # made by make_momentum_copy when ema_target is set
+    momentum_backbone: nn.Module
+    momentum_projector: nn.Module
 
     def __init__(self, backbone: Backbone, args: Args, gather_distributed: bool = False) -> None:
         super().__init__(backbone, args, gather_distributed)

@@ -91,5 +91,9 @@ class VICReg(Method):
         a = self.args
         terms = vicreg_terms(z1, z2, a.gamma, a.eps, self.gather_distributed, a.variance_mode)
         loss = terms.total(a.sim_coeff, a.std_coeff, a.cov_coeff)
-        logs = {"invariance": terms.invariance, "variance": terms.variance, "covariance": terms.covariance}
+        logs: dict[str, float | torch.Tensor] = {
+            "invariance": terms.invariance,
+            "variance": terms.variance,
+            "covariance": terms.covariance,
+        }
         return StepOutput(loss, logs, z1)

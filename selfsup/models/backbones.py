@@ -24,6 +24,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from functools import partial
+from typing import cast
 
 import torch
 import torchvision
@@ -49,17 +50,18 @@ class Backbone(nn.Module):
         self.out_dim = out_dim
 
     def stem(self, x: torch.Tensor) -> torch.Tensor:
-        net = self.net
+        net = cast(ResNet, self.net)
         return net.maxpool(net.relu(net.bn1(net.conv1(x))))
 
     def feature_map(self, x: torch.Tensor) -> torch.Tensor:
         """The last spatial feature map (B, out_dim, h, w), before global pooling."""
-        net = self.net
+        net = cast(ResNet, self.net)
         x = self.stem(x)
         return net.layer4(net.layer3(net.layer2(net.layer1(x))))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.flatten(self.net.avgpool(self.feature_map(x)), 1)
+        net = cast(ResNet, self.net)
+        return torch.flatten(net.avgpool(self.feature_map(x)), 1)
 
 
 BackboneBuilder = Callable[..., Backbone]

@@ -30,12 +30,13 @@ Registered names (``build_backbone(name, stem, in_channels, zero_init_residual, 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Callable, Sequence
+from typing import Any, cast
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torchvision.models.resnet import ResNet
 
 from selfsup.models.backbones import BACKBONES, Backbone, norm_layer
 
@@ -48,6 +49,9 @@ __all__ = [
     "stage_channels",
 ]
 
+_StageMaps = Callable[[torch.Tensor], tuple[list[torch.Tensor], torch.Tensor]]
+"""The type of an encoder's ``stage_maps(x) -> (maps, h)``."""
+
 
 def _norm1d(norm: str, features: int) -> nn.Module:
     return nn.BatchNorm1d(features) if norm == "batch" else nn.LayerNorm(features)
@@ -58,6 +62,8 @@ def _norm1d(norm: str, features: int) -> nn.Module:
 
 class DCGANEncoder(Backbone):
     """DIM's ``basic32x32`` / ``basic64x64`` encoder: strided 4x4 convs, then FC 1024 (h)."""
+
+    net: nn.ModuleDict
 
     def __init__(
         self,
@@ -96,14 +102,14 @@ class DCGANEncoder(Backbone):
 
     def stage_maps(self, x: torch.Tensor) -> tuple[list[torch.Tensor], torch.Tensor]:
         maps = []
-        for block in self.net["convs"]:
+        for block in cast(nn.ModuleList, self.net["convs"]):
             x = block(x)
             maps.append(x)
         h = self.net["fc"](torch.flatten(self.net["pool"](x), 1))
         return maps, h
 
     def feature_map(self, x: torch.Tensor) -> torch.Tensor:
-        for block in self.net["convs"]:
+        for block in cast(nn.ModuleList, self.net["convs"]):
             x = block(x)
         return x
 
@@ -173,6 +179,8 @@ class AMDIMEncoder(Backbone):
     ``stage_maps`` returns every layer's activation; the 7x7, 5x5 and 1x1 maps AMDIM uses are the last
     activations of those sizes (the code's ``dim2layer``). h is the 1x1 output, ``out_dim`` channels.
     """
+
+    net: nn.ModuleList
 
     def __init__(
         self, in_channels: int, ndf: int, n_depth: int, out_dim: int, input_size: int = 32, norm: str = "batch"
@@ -244,6 +252,8 @@ class AMDIMEncoder(Backbone):
 class PatchEncoder(Backbone):
     """A small conv encoder for CPC patches: 3x3 convs (strides 1, 2, 2) + norm + ReLU, average pool."""
 
+    net: nn.Sequential
+
     def __init__(self, in_channels: int, widths: Sequence[int] = (64, 128, 256), norm: str = "group") -> None:
         layer = norm_layer(norm)
         blocks = []
@@ -286,8 +296,8 @@ def feature_pyramid(backbone: Backbone, x: torch.Tensor) -> tuple[list[torch.Ten
     of ``layer1`` .. ``layer4`` and h their global average.
     """
     if hasattr(backbone, "stage_maps"):
-        return backbone.stage_maps(x)
-    net = backbone.net
+        return cast(_StageMaps, backbone.stage_maps)(x)
+    net = cast(ResNet, backbone.net)
     y = backbone.stem(x)
     maps = []
     for name in ("layer1", "layer2", "layer3", "layer4"):
@@ -299,7 +309,7 @@ def feature_pyramid(backbone: Backbone, x: torch.Tensor) -> tuple[list[torch.Ten
 def stage_channels(backbone: Backbone) -> list[int]:
     """The channel count of each map :func:`feature_pyramid` returns, known without a forward pass."""
     if hasattr(backbone, "stage_channels"):
-        return list(backbone.stage_channels)
+        return list(cast(Sequence[int], backbone.stage_channels))
     channels = []
     for name in ("layer1", "layer2", "layer3", "layer4"):
         last = getattr(backbone.net, name)[-1]
@@ -312,7 +322,7 @@ def _probe(backbone: Backbone, in_channels: int, size: int) -> tuple[list[int], 
     was_training = backbone.training
     backbone.eval()
     with torch.no_grad():
-        maps, _ = backbone.stage_maps(torch.zeros(1, in_channels, size, size))
+        maps, _ = cast(_StageMaps, backbone.stage_maps)(torch.zeros(1, in_channels, size, size))
     backbone.train(was_training)
     return [m.shape[1] for m in maps], [m.shape[-1] for m in maps]
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.ddp_harness import Case, max_relative_difference, single_process, two_processes
+from tests.distributed.harness import Case, max_relative_difference, single_process, two_processes
 
 CPC = {"latent_dim": 8, "context_dim": 8, "max_offset": 3}
 DIM = {"mi_units": 16, "global_dim": 8, "prior_hidden": (16,)}
@@ -43,7 +43,7 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_two_processes_match_one_process():
-    """Losses and gradients agree to 1e-5 (relative), as in ``ddp_harness.assert_equivalent``, with one
+    """Losses and gradients agree to 1e-5 (relative), as in ``harness.assert_equivalent``, with one
     refinement (hence the harness's primitives are called directly): a gradient that is analytically zero
     is float noise in both runs, so it only has to stay numerically zero (below 1e-6 of the model's
     largest gradient). The one such tensor here is the LayerNorm bias of DIM's

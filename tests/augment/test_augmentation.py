@@ -491,3 +491,11 @@ def test_eval_transform() -> None:
     assert eval_transform(32, 3, MEAN3, STD3)(big).shape == (3, 32, 32)  # L converted to RGB
     small = Image.fromarray(np.zeros((20, 24, 3), dtype=np.uint8))
     assert eval_transform(32, 3, MEAN3, STD3)(small).shape == (3, 32, 32)
+
+
+def test_the_batched_pipeline_gives_one_view_when_asked():
+    cfg = AugmentConfig(num_views=1).resolved(28)
+    views = BatchedViewAugmenter(cfg, 1, (0.5,), (0.5,))(
+        torch.randint(0, 255, (4, 1, 28, 28), dtype=torch.uint8), torch.Generator().manual_seed(0)
+    )
+    assert len(views) == 1 and views[0].shape == (4, 1, 28, 28)

@@ -8,11 +8,11 @@ import struct
 import numpy as np
 import pytest
 import torch
-from PIL import Image
 
 from selfsup.data import DatasetNotFoundError, load_dataset
 from selfsup.data.datasets import read_idx
 from tests.conftest import needs_fashion_mnist
+from tests.helpers import make_folder
 
 
 def write_idx(path, array: np.ndarray, compress: bool) -> None:
@@ -67,15 +67,6 @@ def test_system_fashion_mnist_is_complete():
     train, test = load_dataset("fashion-mnist", "train"), load_dataset("fashion-mnist", "test")
     assert train.images.shape == (60000, 1, 28, 28) and test.images.shape == (10000, 1, 28, 28)
     assert torch.bincount(train.labels).tolist() == [6000] * 10
-
-
-def make_folder(root, classes, per_class, mode="RGB", size=20):
-    rng = np.random.default_rng(0)
-    for c in classes:
-        (root / c).mkdir(parents=True, exist_ok=True)
-        for i in range(per_class):
-            shape = (size, size, 3) if mode == "RGB" else (size, size)
-            Image.fromarray(rng.integers(0, 256, shape, dtype=np.uint8), mode).save(root / c / f"{c}_{i}.png")
 
 
 def test_imagefolder_labelled_with_held_out_test_split(tmp_path):

@@ -17,7 +17,7 @@ from __future__ import annotations
 import torch
 
 from selfsup.losses import barlow_twins, sinkhorn_knopp, wmse
-from tests.ddp_harness import Case, assert_equivalent
+from tests.distributed.harness import Case, assert_equivalent
 
 SWAV = {"hidden_dim": 32, "latent_dim": 8, "nmb_prototypes": 5, "freeze_prototypes_epochs": 0.0}
 

@@ -12,6 +12,7 @@ from selfsup.checkpoint import atomic_save
 from selfsup.cli.main import main
 from selfsup.run_folder import RunFolder
 from tests.conftest import needs_fashion_mnist
+from tests.helpers import PINNED_RUNTIME
 
 TINY = [
     "--backbone",
@@ -33,11 +34,7 @@ TINY = [
     "latent_dim=16",
     "--set",
     "log_every=1",
-    # runs are compared bitwise: the runtime choices are pinned (auto is measured afresh by each run)
-    "--set",
-    "precision=fp32",
-    "--set",
-    "channels_last=false",
+    *PINNED_RUNTIME,
 ]
 
 

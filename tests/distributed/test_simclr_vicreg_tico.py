@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.ddp_harness import Case, assert_equivalent, max_relative_difference, single_process, two_processes
+from tests.distributed.harness import Case, assert_equivalent, max_relative_difference, single_process, two_processes
 
 CASES = [
     Case("simclr", {"hidden_dim": 32, "latent_dim": 16, "temperature": 0.5}),

@@ -20,7 +20,7 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-from tests.ddp_harness import Case, assert_equivalent, make_method
+from tests.distributed.harness import Case, assert_equivalent, make_method
 
 MOCO_V1 = Case("moco", {"version": "v1", "latent_dim": 16, "queue_size": 32, "temperature": 0.07})
 CASES = [

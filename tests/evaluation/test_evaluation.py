@@ -9,7 +9,7 @@ import torch
 
 from selfsup.cli.main import main
 from selfsup.evaluation import effective_rank, knn_predict, knn_top1, linear_probe_top1
-from tests.test_data import make_folder
+from tests.helpers import make_folder
 
 
 def test_knn_weighted_vote_hand_computed():

@@ -1,13 +1,9 @@
-"""The data paths: image folders decoded once into memory (cache), streamed when over the budget,
-the path ``build_pipeline`` picks, and the allocator fix that the CLI applies."""
+"""The view pipelines: image folders decoded once into memory (cache), streamed when over the budget,
+the path ``build_pipeline`` picks."""
 
 from __future__ import annotations
 
-import json
 import os
-import subprocess
-import sys
-import textwrap
 
 import numpy as np
 import pytest
@@ -24,27 +20,9 @@ from selfsup.data.in_memory import BatchedPipeline
 from selfsup.data.per_image import PerImagePipeline
 from selfsup.data.pipeline import build_pipeline, choose_data_path
 from selfsup.data.streaming import StreamingPipeline, crop_views, draft_request
+from tests.helpers import make_jpeg_folder, smooth_image
 
 CPU = torch.device("cpu")
-
-
-def smooth_image(rng: np.random.Generator, width: int, height: int, mode: str = "RGB") -> Image.Image:
-    """A photo-like image (smooth colour fields plus a little noise), so that JPEG keeps it recognisable."""
-    channels = 3 if mode == "RGB" else 1
-    coarse = torch.from_numpy(rng.random((1, channels, 4, 4), dtype=np.float32))
-    x = torch.nn.functional.interpolate(coarse, size=(height, width), mode="bicubic", align_corners=False)
-    x = x + 0.03 * torch.from_numpy(rng.standard_normal((1, channels, height, width), dtype=np.float32))
-    array = (x.clamp(0, 1)[0] * 255).round().to(torch.uint8).permute(1, 2, 0).numpy()
-    return Image.fromarray(array[..., 0] if channels == 1 else array, mode)
-
-
-def make_jpeg_folder(root, per_class: int = 8, size: tuple[int, int] = (40, 30), mode: str = "RGB"):
-    rng = np.random.default_rng(0)
-    for name in ("a", "b"):
-        (root / name).mkdir(parents=True, exist_ok=True)
-        for i in range(per_class):
-            smooth_image(rng, *size, mode=mode).save(root / name / f"{name}{i}.jpg", quality=90)
-    return root
 
 
 @pytest.fixture
@@ -229,63 +207,6 @@ def test_streaming_is_deterministic_and_resumable(folder):
     assert all(torch.equal(x, y) for x, y in zip(resumed.views, in_process[2].views))
     next_epoch = next(make(0).epoch(1))
     assert not torch.equal(next_epoch.views[0], in_process[0].views[0])
-
-
-# ----------------------------------------------------------------------------- the allocator fix
-
-
-_CLI_PROBE = textwrap.dedent("""
-    import json, sys
-    from selfsup import runtime
-    before = runtime.freed_memory_kept()
-    from selfsup.cli.main import main
-    code = main(sys.argv[1:])
-    print(json.dumps({"before": before, "after": runtime.freed_memory_kept(), "code": code}))
-""")
-
-
-@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc mallopt")
-def test_cli_process_keeps_freed_memory(tmp_path):
-    """``selfsup pretrain`` turns the allocator fix on by itself; SELFSUP_NO_MALLOPT=1 keeps it off."""
-    data = make_jpeg_folder(tmp_path / "images", per_class=4)
-    args = [
-        "pretrain",
-        "--dataset",
-        "imagefolder",
-        "--data-dir",
-        str(data),
-        "--backbone",
-        "resnet10",
-        "--batch-size",
-        "4",
-        "--max-steps",
-        "1",
-        "--epochs",
-        "1",
-        "--no-progress",
-        "--device",
-        "cpu",
-        "--set",
-        "knn_every=0",
-        "--set",
-        "aug.image_size=16",
-        "--set",
-        f"cache_dir={tmp_path / 'c'}",
-    ]
-    results = {}
-    for name, extra in (("default", {}), ("off", {"SELFSUP_NO_MALLOPT": "1"})):
-        env = {**os.environ, "OMP_NUM_THREADS": "1", **extra}
-        done = subprocess.run(
-            [sys.executable, "-c", _CLI_PROBE, *args, "--out", str(tmp_path / name)],
-            capture_output=True,
-            text=True,
-            env=env,
-            timeout=120,
-        )
-        assert done.returncode == 0, done.stderr[-2000:]
-        results[name] = json.loads(done.stdout.strip().splitlines()[-1])
-    assert results["default"] == {"before": False, "after": True, "code": 0}
-    assert results["off"] == {"before": False, "after": False, "code": 0}
 
 
 def test_colour_stage_is_apply_without_the_geometry():

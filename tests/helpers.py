@@ -1,0 +1,126 @@
+"""Small builders shared by the tests: tiny methods on a ResNet-10 (or a given encoder), random views and
+images, training progress, and helpers for the momentum (EMA) tests."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+from torch import nn
+from torch.nn.modules.batchnorm import _BatchNorm
+
+from selfsup.methods import METHODS, Method, Progress
+from selfsup.models import build_backbone
+
+TINY_ARGS: dict[str, dict] = {
+    "byol": {"hidden_dim": 32, "pred_hidden_dim": 32, "latent_dim": 16},
+    "simsiam": {"hidden_dim": 32, "pred_hidden_dim": 8, "latent_dim": 16},
+    "moco-v1": {"version": "v1", "latent_dim": 16, "queue_size": 32, "temperature": 0.07},
+    "moco-v2": {"version": "v2", "hidden_dim": 32, "latent_dim": 16, "queue_size": 32},
+    "moco-v3": {"version": "v3", "hidden_dim": 32, "pred_hidden_dim": 32, "latent_dim": 16, "temperature": 1.0},
+}
+"""Small heads for the methods with a momentum target or a predictor (``tiny_method``)."""
+
+PINNED_RUNTIME = ["--set", "precision=fp32", "--set", "channels_last=false"]
+"""CLI flags for runs that are compared bitwise: ``auto`` would be settled by a measurement in each run."""
+
+LOG2 = math.log(2.0)
+PROGRESS = Progress(0, 10, 0, 10)
+
+
+def make_method(
+    name: str, backbone: str = "resnet10", args: dict | None = None, norm: str = "batch", **more_args
+) -> Method:
+    """Method ``name`` (a registered name, no variant suffix) with ``args`` on a CIFAR-stem 3-channel
+    ``backbone``, seeded."""
+    torch.manual_seed(0)
+    cls = METHODS.get(name)
+    return cls(build_backbone(backbone, "cifar", 3, norm=norm), cls.make_args({**(args or {}), **more_args}))
+
+
+def tiny_method(name: str, eval_bn: bool = False, **extra) -> Method:
+    """A method of :data:`TINY_ARGS` (``moco-v2`` ...) on ResNet-10; ``eval_bn`` puts BatchNorm in eval mode,
+    so that per-sample outputs can be recomputed exactly."""
+    method = make_method(name.split("-")[0], args={**TINY_ARGS[name], **extra})
+    if eval_bn:
+        for module in method.modules():
+            if isinstance(module, _BatchNorm):
+                module.eval()
+    return method
+
+
+def views(batch: int = 8, seed: int = 1, size: int = 16) -> list[torch.Tensor]:
+    """Two random RGB views."""
+    g = torch.Generator().manual_seed(seed)
+    return [torch.randn(batch, 3, size, size, generator=g) for _ in range(2)]
+
+
+def images(n: int = 8, size: int = 8, seed: int = 0) -> torch.Tensor:
+    return torch.randn(n, 3, size, size, generator=torch.Generator().manual_seed(seed))
+
+
+def at(step: int, total: int = 100) -> Progress:
+    """Progress at ``step`` of ``total`` steps (one epoch)."""
+    return Progress(step, total, 0, total)
+
+
+def progress(step: int = 0, epoch: int = 0, steps_per_epoch: int = 10) -> Progress:
+    return Progress(step, 1000, epoch, steps_per_epoch)
+
+
+def unit(x: torch.Tensor) -> torch.Tensor:
+    return F.normalize(x, dim=-1)
+
+
+def sp(x: float) -> float:
+    """softplus."""
+    return math.log1p(math.exp(x))
+
+
+def perturb_online(method: nn.Module) -> None:
+    """Stand-in for an optimizer step: move every trainable parameter."""
+    with torch.no_grad():
+        for p in method.parameters():
+            if p.requires_grad:
+                p.add_(0.1 * torch.randn_like(p))
+
+
+def target_pairs(method: nn.Module) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """(online, momentum target) parameter pairs of the backbone and the projector."""
+    for online_name in ("backbone", "projector"):
+        online = getattr(method, online_name)
+        target = getattr(method, f"momentum_{online_name}")
+        yield from zip(online.parameters(), target.parameters())
+
+
+def smooth_image(rng: np.random.Generator, width: int, height: int, mode: str = "RGB") -> Image.Image:
+    """A photo-like image (smooth colour fields plus a little noise), so that JPEG keeps it recognisable."""
+    channels = 3 if mode == "RGB" else 1
+    coarse = torch.from_numpy(rng.random((1, channels, 4, 4), dtype=np.float32))
+    x = torch.nn.functional.interpolate(coarse, size=(height, width), mode="bicubic", align_corners=False)
+    x = x + 0.03 * torch.from_numpy(rng.standard_normal((1, channels, height, width), dtype=np.float32))
+    array = (x.clamp(0, 1)[0] * 255).round().to(torch.uint8).permute(1, 2, 0).numpy()
+    return Image.fromarray(array[..., 0] if channels == 1 else array, mode)
+
+
+def make_jpeg_folder(root, per_class: int = 8, size: tuple[int, int] = (40, 30), mode: str = "RGB"):
+    rng = np.random.default_rng(0)
+    for name in ("a", "b"):
+        (root / name).mkdir(parents=True, exist_ok=True)
+        for i in range(per_class):
+            smooth_image(rng, *size, mode=mode).save(root / name / f"{name}{i}.jpg", quality=90)
+    return root
+
+
+def make_folder(root, classes, per_class, mode="RGB", size=20):
+    """``root/<class>/<class>_<i>.png``: random noise images, ``per_class`` of each class."""
+    rng = np.random.default_rng(0)
+    for c in classes:
+        (root / c).mkdir(parents=True, exist_ok=True)
+        for i in range(per_class):
+            shape = (size, size, 3) if mode == "RGB" else (size, size)
+            Image.fromarray(rng.integers(0, 256, shape, dtype=np.uint8), mode).save(root / c / f"{c}_{i}.png")
