@@ -12,13 +12,17 @@ TORCH_SPEC ?= torch==2.14.1 torchvision==0.29.1
 FMNIST_DIR := /usr/share/datasets/fashion-mnist
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: demo test install data chromium lint clean
+.PHONY: demo test test-fast install data chromium lint clean
 
 demo: install data
 	$(BIN)/selfsup pretrain --eval
 
 test: install data chromium
 	$(BIN)/python -m pytest -q
+
+# the suite without the end-to-end and multi-process tests (marked slow): under a minute on 2 cores
+test-fast: install data
+	$(BIN)/python -m pytest -q -m "not slow"
 
 install: $(VENV)/.installed
 
@@ -49,6 +53,8 @@ chromium:
 
 lint: install
 	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
 
 clean:
 	rm -rf $(VENV) runs build *.egg-info

@@ -12,6 +12,8 @@ import pytest
 
 from tests.helpers import make_jpeg_folder
 
+pytestmark = pytest.mark.slow  # real CLI processes
+
 _CLI_PROBE = textwrap.dedent("""
     import json, sys
     from selfsup import runtime

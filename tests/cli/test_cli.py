@@ -10,6 +10,8 @@ import sys
 import pytest
 
 from selfsup.cli.main import main
+from selfsup.config import RUNTIME_SETTINGS
+from tests.conftest import needs_fashion_mnist
 
 
 def selfsup(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
@@ -136,3 +138,39 @@ def test_help_documents_every_option(command, capsys):
 def test_eval_of_a_non_run_directory_is_explained(tmp_path, capsys):
     assert main(["eval", str(tmp_path)]) == 2
     assert "not a selfsup run folder" in capsys.readouterr().err
+
+
+@needs_fashion_mnist
+def test_print_config_is_the_config_the_run_writes(tmp_path, capsys):
+    """``--print-config`` prints the resolved recipe without training; the run's config.json is the same object,
+    with the runtime settings that ``auto`` leaves to a measurement filled in."""
+    run = tmp_path / "run"
+    args = [
+        "pretrain",
+        "--out",
+        str(run),
+        "--no-progress",
+        "--batch-size",
+        "16",
+        "--max-steps",
+        "2",
+        "--set",
+        "train_subset=64",
+        "--set",
+        "knn_every=0",
+    ]
+    assert main([*args, "--print-config"]) == 0
+    printed = json.loads(capsys.readouterr().out)
+    assert not run.exists()  # nothing was trained or written
+    assert None not in (
+        printed["augment"]["image_size"],
+        printed["augment"]["crop_scale"],
+        printed["augment"]["blur_prob"],
+    )
+    assert printed["augment"]["image_size"] == 32 and printed["augment"]["crop_scale"] == [0.5, 1.0]
+    assert main(args) == 0
+    written = json.loads((run / "config.json").read_text())
+    for key in RUNTIME_SETTINGS:
+        assert printed[key] == "auto" and written[key] != "auto"
+        printed[key] = written[key]
+    assert written == printed

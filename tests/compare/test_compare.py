@@ -195,6 +195,7 @@ def table_rows(report: str) -> list[str]:
     return [line.split("|")[1].strip() for line in results.splitlines()[2:]]
 
 
+@pytest.mark.slow
 @needs_fashion_mnist
 def test_compare_reports_resumes_and_skips(tmp_path, capsys):
     out = tmp_path / "cmp"
@@ -253,6 +254,7 @@ def test_compare_reports_resumes_and_skips(tmp_path, capsys):
     assert snapshot(out / "simclr") == before["simclr"]
 
 
+@pytest.mark.slow
 @needs_fashion_mnist
 def test_isolated_runs_report_a_failure_and_go_on(tmp_path, capsys):
     out = tmp_path / "cmp"

@@ -28,6 +28,8 @@ needs_chromium = pytest.mark.skipif(
     not Path(CHROMIUM).exists(), reason="Chromium not installed (apt-get install chromium; `make test` does)"
 )
 
+pytestmark = pytest.mark.slow  # a real browser / a real CLI process
+
 CHECK_SCRIPT = """<script>
 window.addEventListener('load', function () {
   var images = Array.from(document.images);

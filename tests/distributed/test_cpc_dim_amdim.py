@@ -39,7 +39,7 @@ CASES = [
 ]
 
 
-pytestmark = pytest.mark.usefixtures("one_thread")
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("one_thread")]  # multi-process
 
 
 def test_two_processes_match_one_process():

@@ -16,11 +16,14 @@ from __future__ import annotations
 import os
 import tempfile
 
+import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
 from tests.distributed.harness import Case, assert_equivalent, make_method
+
+pytestmark = pytest.mark.slow  # multi-process
 
 MOCO_V1 = Case("moco", {"version": "v1", "latent_dim": 16, "queue_size": 32, "temperature": 0.07})
 CASES = [

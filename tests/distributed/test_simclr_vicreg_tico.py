@@ -11,6 +11,8 @@ import pytest
 
 from tests.distributed.harness import Case, assert_equivalent, max_relative_difference, single_process, two_processes
 
+pytestmark = pytest.mark.slow  # multi-process
+
 CASES = [
     Case("simclr", {"hidden_dim": 32, "latent_dim": 16, "temperature": 0.5}),
     Case("vicreg", {"expander": (32, 32, 32)}),

@@ -14,10 +14,13 @@ ones, which the equivalence test would see.
 
 from __future__ import annotations
 
+import pytest
 import torch
 
 from selfsup.losses import barlow_twins, sinkhorn_knopp, wmse
 from tests.distributed.harness import Case, assert_equivalent
+
+pytestmark = pytest.mark.slow  # multi-process
 
 SWAV = {"hidden_dim": 32, "latent_dim": 8, "nmb_prototypes": 5, "freeze_prototypes_epochs": 0.0}
 

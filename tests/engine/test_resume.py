@@ -12,6 +12,8 @@ from selfsup.run_folder import RunFolder
 from tests.conftest import needs_fashion_mnist
 from tests.helpers import PINNED_RUNTIME
 
+pytestmark = pytest.mark.slow  # end to end: real runs through the CLI, interrupted and resumed
+
 
 @needs_fashion_mnist
 def test_moco_resume_carries_the_queue_and_the_key_encoder(tmp_path):

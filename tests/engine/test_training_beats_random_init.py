@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 
+import pytest
 import torch
 
 from selfsup.cli.main import main
@@ -20,6 +21,8 @@ from selfsup.methods import build_method
 from selfsup.rng import seed_everything
 from selfsup.run_folder import RunFolder
 from tests.conftest import needs_fashion_mnist
+
+pytestmark = pytest.mark.slow  # end to end: a minute of training
 
 BANK, QUERIES = 5000, 2000
 

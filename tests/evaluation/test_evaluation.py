@@ -83,6 +83,7 @@ REQUIRED_KEYS = {
 }
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("mode", ["L", "RGB"])
 def test_pretrain_and_eval_on_an_image_folder(tmp_path, mode, capsys):
     """1- and 3-channel images work end to end, and eval --json holds every documented key."""
