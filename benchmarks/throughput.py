@@ -93,7 +93,7 @@ def _use_synthetic_if_missing(dataset: str) -> str:
     try:
         load_dataset(dataset, "pretrain")
         return dataset
-    except Exception:  # noqa: BLE001 - not downloaded (offline): the synthetic stand-in has the same shapes
+    except Exception:  # not downloaded (offline): the synthetic stand-in has the same shapes
         data = synthetic_rgb()
         trainer.load_dataset = lambda name, split, data_dir=None: data
         return "synthetic-rgb"
@@ -177,7 +177,7 @@ def measure(
             "allocator_fix": runtime.freed_memory_kept(),
             "data_path": type(trainer.pipeline).__name__,
             "full_images_per_s": round(images / full_time, 2),
-            "minor_faults_per_step": round(faults / (steps * rounds)),
+            "page_faults_per_step": round(faults / (steps * rounds)),
             "kernel_cpu_share": round(sys_time / max(full_cpu, 1e-9), 3),
             "full_cpu_seconds_per_step": round(full_cpu / (steps * rounds), 3),
             "peak_rss_mib": round(runtime.peak_rss_mib(), 1),
@@ -235,7 +235,7 @@ def combine(ours: dict, conventional: dict | None) -> dict:
             for k in (
                 "peak_rss_mib",
                 "peak_gpu_mib",
-                "minor_faults_per_step",
+                "page_faults_per_step",
                 "kernel_cpu_share",
                 "precision",
                 "channels_last",
@@ -255,7 +255,7 @@ def print_table(rows: list[dict], header: bool = True) -> None:
     for r in rows:
         conv = r.get("conventional") or {}
         rss = f"{r['peak_rss_mib']:.0f}/{conv.get('peak_rss_mib', float('nan')):.0f}"
-        faults = f"{r['minor_faults_per_step']}/{conv.get('minor_faults_per_step', '-')}"
+        faults = f"{r['page_faults_per_step']}/{conv.get('page_faults_per_step', '-')}"
         gpu = f"{r['peak_gpu_mib']:.0f}" if r.get("peak_gpu_mib") else "-"
         print(
             f"{r['method']:<10}{r['setting']:<8}{r['device']:<8}{r['model_only_images_per_s']:>10.1f}"
