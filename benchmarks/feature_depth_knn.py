@@ -15,7 +15,7 @@ import argparse
 
 import torch
 
-from selfsup.data.datasets import load_dataset
+from selfsup.data.datasets import run_dataset
 from selfsup.evaluation.evaluate import load_trained_method
 from selfsup.evaluation.features import eval_batches
 from selfsup.evaluation.knn import knn_top1
@@ -46,8 +46,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--test", type=int, default=10000, help="evenly spaced test images (0: all)")
     args = parser.parse_args(argv)
     cfg = RunFolder(args.run_dir).read_config()
-    train = load_dataset(cfg.dataset, "train", cfg.data_dir)
-    test = load_dataset(cfg.dataset, "test", cfg.data_dir)
+    train, test = run_dataset(cfg, "train"), run_dataset(cfg, "test")
     train = train.evenly_spaced(args.train) if args.train else train
     test = test.evenly_spaced(args.test) if args.test else test
     size = int(cfg.augment.image_size)

@@ -64,7 +64,7 @@ def trial(method: str, preset: str, sets: dict[str, str]) -> dict:
 
 
 def main(argv: list[str] | None = None) -> None:
-    from selfsup.presets import method_names
+    from selfsup.methods import method_names
     from selfsup.runtime import machine_line
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)

@@ -95,7 +95,7 @@ def _use_synthetic_if_missing(dataset: str) -> str:
         return dataset
     except Exception:  # not downloaded (offline): the synthetic stand-in has the same shapes
         data = synthetic_rgb()
-        trainer.load_dataset = lambda name, split, data_dir=None: data
+        trainer.run_dataset = lambda cfg, split: data
         return "synthetic-rgb"
 
 
@@ -276,7 +276,7 @@ def describe(row: dict) -> str:
 
 
 def main(argv: list[str] | None = None) -> None:
-    from selfsup.presets import method_names
+    from selfsup.methods import method_names
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--methods", default=None, help="comma-separated method names (default: all)")

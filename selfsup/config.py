@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import ast
 import dataclasses
+import json
 import types
 import typing
 from dataclasses import dataclass, field
@@ -134,6 +135,8 @@ class TrainConfig:
     memory_budget_mb: int | None = None  # image folders up to this size are decoded once and held in RAM;
     # None: half of the available memory (selfsup.data.cache.memory_budget_bytes); 0: always stream
     cache_dir: str | None = None  # decoded image folders (default $SELFSUP_CACHE_DIR or ~/.cache/selfsup/decoded)
+    channels: int = 0  # input channels of an image folder: 0 = the majority of its files, else 1 or 3
+    max_bad_fraction: float = 0.01  # unreadable image files are skipped with a warning; more than this fails
     train_subset: int = 0
     max_steps: int | None = None
     # monitoring
@@ -142,6 +145,9 @@ class TrainConfig:
     knn_bank: int = 5000
     knn_queries: int = 1000
     progress: bool = True
+    # checkpoints
+    checkpoint_every_min: float = 10.0  # also write a checkpoint every N minutes of training (0: epoch ends only)
+    keep_checkpoints: int = 1  # keep the last K checkpoints (checkpoints/step-*.pt) besides last.pt when K > 1
     # parts
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     method_args: dict[str, Any] = field(default_factory=dict)
@@ -317,3 +323,25 @@ def _unknown_key_message(key: str, top: dict, aug: dict, method: dict, method_na
         f"  augmentation: {', '.join('aug.' + k for k in aug)}\n"
         f"  {method_name} settings: {', '.join(method) or '(none)'}"
     )
+
+
+def config_differences(saved: TrainConfig, wanted: TrainConfig, ignore: tuple[str, ...] = ()) -> list[str]:
+    """The keys (run keys, ``aug.x``, ``method.x``) whose values differ between two configs, leaving out the
+    keys in ``ignore`` and the runtime settings that ``saved`` settled from an ``auto`` that ``wanted`` asks
+    for (:data:`RUNTIME_SETTINGS`). Tuples and lists compare equal, as they do once in ``config.json``."""
+    a, b = saved.to_dict(), wanted.to_dict()
+    diffs = []
+    for key in sorted(set(a) | set(b)):
+        if key in ignore or (key in RUNTIME_SETTINGS and b.get(key) == "auto"):
+            continue
+        if key in ("augment", "method_args"):
+            prefix = "aug." if key == "augment" else "method."
+            sub_a, sub_b = a.get(key) or {}, b.get(key) or {}
+            diffs += [prefix + k for k in sorted(set(sub_a) | set(sub_b)) if _json(sub_a.get(k)) != _json(sub_b.get(k))]
+        elif _json(a.get(key)) != _json(b.get(key)):
+            diffs.append(key)
+    return diffs
+
+
+def _json(value: Any) -> Any:
+    return json.loads(json.dumps(value))

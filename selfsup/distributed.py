@@ -30,6 +30,11 @@ def rank() -> int:
     return dist.get_rank() if is_distributed() else 0
 
 
+def env_rank() -> int:
+    """This process's rank, known before the process group exists (``RANK`` under torchrun, else 0)."""
+    return rank() if is_distributed() else int(os.environ.get("RANK", "0") or 0)
+
+
 def is_main_process() -> bool:
     return rank() == 0
 

@@ -21,8 +21,8 @@ from typing import Any
 
 from selfsup.config import ConfigError, TrainConfig, apply_overrides, switch
 from selfsup.data.datasets import resolve_augment
-from selfsup.methods import METHODS, Method
-from selfsup.runtime import PRECISIONS
+from selfsup.methods import Method, method_names, split_variant
+from selfsup.validate import validate
 
 PRESETS = ("imagenet", "small", "cpu")
 
@@ -65,47 +65,6 @@ PRESET_BASES: dict[str, dict[str, Any]] = {
 }
 
 
-TABLE_ORDER = (
-    "cpc",
-    "dim",
-    "amdim",
-    "moco",
-    "simclr",
-    "swav",
-    "byol",
-    "simsiam",
-    "wmse",
-    "tico",
-    "vicreg",
-    "barlowtwins",
-)
-"""The order of the methods in the recipe table and the reports: roughly by publication, mutual-information
-methods first, then contrastive, clustering, distillation and redundancy-reduction methods."""
-
-
-def method_names(include_unlisted: bool = False) -> list[str]:
-    """Every name ``--method`` accepts: registered methods and their ``name-variant`` forms, in table order.
-    Methods that are not ``listed`` (the supervised baseline) only with ``include_unlisted``."""
-    names = []
-    for name in sorted(METHODS.names(), key=lambda n: (TABLE_ORDER.index(n) if n in TABLE_ORDER else 99, n)):
-        method = METHODS.get(name)
-        if method.listed or include_unlisted:
-            names += [name] + [f"{name}-{v}" for v in method.variants]
-    return names
-
-
-def split_variant(method: str) -> tuple[type[Method], str | None]:
-    """``"moco-v3"`` -> (MoCo, "v3"); ``"simclr"`` -> (SimCLR, None). Unknown names list the valid ones."""
-    if method in METHODS:
-        return METHODS.get(method), None
-    base, _, variant = method.rpartition("-")
-    if base in METHODS and variant in METHODS.get(base).variants:
-        return METHODS.get(base), variant
-    from selfsup.registry import UnknownNameError
-
-    raise UnknownNameError(f"unknown method {method!r}. Valid methods: {', '.join(method_names())}.")
-
-
 def check_preset(preset: str) -> None:
     if preset not in PRESETS:
         raise ConfigError(f"unknown preset {preset!r}. Valid presets: {', '.join(PRESETS)}")
@@ -134,31 +93,10 @@ def resolve_config(
     apply_overrides(cfg, {k: v for k, v in (flags or {}).items() if v is not None}, method_cls.Args)
     apply_overrides(cfg, sets or {}, method_cls.Args)
     cfg.method_args = dataclasses.asdict(method_cls.make_args(cfg.method_args))
+    cfg.channels_last = switch(cfg.channels_last, "channels_last")
     validate(cfg)
     resolve_augment(cfg)
     return cfg
-
-
-def validate(cfg: TrainConfig) -> None:
-    """Reject settings that cannot work, saying why."""
-    if cfg.batch_size < 2:
-        raise ConfigError(
-            f"batch_size={cfg.batch_size} is impossible: self-supervised losses compare the "
-            "images of a batch with each other (negatives, variance, covariance), so a "
-            "batch needs at least 2 images"
-        )
-    if cfg.epochs < 1:
-        raise ConfigError(f"epochs={cfg.epochs}: train for at least 1 epoch")
-    if cfg.max_steps is not None and cfg.max_steps < 1:
-        raise ConfigError(f"max_steps={cfg.max_steps}: must be at least 1")
-    if cfg.base_lr <= 0:
-        raise ConfigError(f"base_lr={cfg.base_lr}: the learning rate must be positive")
-    for name in ("knn_every", "log_every"):
-        if getattr(cfg, name) < 0:
-            raise ConfigError(f"{name} must be >= 0")
-    cfg.channels_last = switch(cfg.channels_last, "channels_last")
-    if cfg.precision not in PRECISIONS:
-        raise ConfigError(f"unknown precision {cfg.precision!r}. Valid: {', '.join(PRECISIONS)}")
 
 
 OPTIMIZER_NAMES = {"lars": "LARS", "sgd": "SGD", "adam": "Adam", "adamw": "AdamW"}

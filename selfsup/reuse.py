@@ -24,7 +24,8 @@ import torch
 from tqdm.auto import tqdm
 
 from selfsup.config import TrainConfig
-from selfsup.run_folder import RunFolder
+from selfsup.data import BadImageLog, read_images
+from selfsup.run_folder import CHECKPOINTS, EVALUATION, SUMMARY, RunFolder
 
 FORMATS = ("torchvision", "safetensors")
 SUFFIX = {"torchvision": ".pt", "safetensors": ".safetensors"}
@@ -64,13 +65,13 @@ class Preprocessing:
 
 def run_preprocessing(cfg: TrainConfig) -> Preprocessing:
     """The run's evaluation preprocessing, from its dataset (statistics) and config (image size)."""
-    from selfsup.data import DatasetNotFoundError, load_dataset
+    from selfsup.data import DatasetNotFoundError, run_dataset
 
     try:
         try:
-            dataset = load_dataset(cfg.dataset, "test", cfg.data_dir)
+            dataset = run_dataset(cfg, "test")
         except DatasetNotFoundError:  # e.g. an image folder too small to hold a test split out
-            dataset = load_dataset(cfg.dataset, "pretrain", cfg.data_dir)
+            dataset = run_dataset(cfg, "pretrain")
     except Exception as err:  # any failure: say what is missing
         raise ExportError(
             f"the run's dataset {cfg.dataset!r} is needed for its normalisation statistics and "
@@ -226,8 +227,32 @@ def model_card(
     return "\n".join(lines)
 
 
-def export_backbone(run_dir: str | Path, fmt: str = "torchvision", out: str | Path | None = None) -> Path:
-    """Write the backbone's state dict (and ``<out>.md``, the model card); returns the export's path."""
+def check_output(path: Path, inputs: list[Path], force: bool) -> None:
+    """Refuse to write ``path`` where it would destroy something: inside a run's ``checkpoints/`` folder, over
+    one of ``inputs`` (the run's files, the images being embedded), or over an existing file unless ``force``."""
+    target = path.resolve()
+    if path.parent.name == CHECKPOINTS and RunFolder(path.parent.parent).is_run():
+        raise ExportError(f"refusing to write {path}: it is inside the checkpoints folder of a run")
+    for source in inputs:
+        if source.exists() and target == source.resolve():
+            raise ExportError(f"refusing to write {path}: it is one of the inputs ({source})")
+    if path.exists() and not force:
+        raise ExportError(f"{path} exists; nothing was written (use --force to replace it)")
+
+
+def run_files(run_dir: Path) -> list[Path]:
+    """The files of a run folder that export and embed read (and must never overwrite)."""
+    folder = RunFolder(run_dir)
+    return [folder.checkpoint_path, folder.config_path, folder.file(SUMMARY), folder.file(EVALUATION)]
+
+
+def export_backbone(
+    run_dir: str | Path, fmt: str = "torchvision", out: str | Path | None = None, force: bool = False
+) -> Path:
+    """Write the backbone's state dict and, next to it, the model card ``<name>.md``; returns the export's
+    path. ``out`` must end in the format's suffix (so the card never lands on the weights), must not be inside
+    a run's ``checkpoints/`` or equal to one of the run's files, and replaces an existing file only with
+    ``force``; all of this is checked before anything is written."""
     if fmt not in FORMATS:
         raise ExportError(f"unknown format {fmt!r}. Valid: {', '.join(FORMATS)}")
     run_dir = Path(run_dir)
@@ -236,8 +261,13 @@ def export_backbone(run_dir: str | Path, fmt: str = "torchvision", out: str | Pa
         raise ExportError(
             f"only torchvision ResNet backbones can be exported for torchvision; this run uses {cfg.backbone!r}"
         )
-    weights = backbone_state_dict(run_dir)
     path = Path(out) if out else RunFolder(run_dir).export_dir / f"{cfg.backbone}-{cfg.method}{SUFFIX[fmt]}"
+    if path.suffix != SUFFIX[fmt]:
+        raise ExportError(f"--out must end in {SUFFIX[fmt]} for the {fmt} format, got {path.name!r}")
+    card = path.with_suffix(".md")
+    for target in (path, card):
+        check_output(target, run_files(run_dir), force)
+    weights = backbone_state_dict(run_dir)
     path.parent.mkdir(parents=True, exist_ok=True)
     if fmt == "safetensors":
         from safetensors.torch import save_file
@@ -249,7 +279,7 @@ def export_backbone(run_dir: str | Path, fmt: str = "torchvision", out: str | Pa
         prep: Preprocessing | None = run_preprocessing(cfg)
     except ExportError:
         prep = None
-    path.with_suffix(".md").write_text(model_card(run_dir, cfg, weights, path, fmt, prep))
+    card.write_text(model_card(run_dir, cfg, weights, path, fmt, prep))
     return path
 
 
@@ -266,8 +296,11 @@ def embed_folder(
     batch_size: int = 256,
     device: str = "auto",
     progress: bool = True,
+    force: bool = False,
 ) -> tuple[Path, int, int]:
-    """Embed every image under ``images`` with the run's encoder; returns (path, images, dimension)."""
+    """Embed every readable image under ``images`` with the run's encoder; returns (path, images, dimension).
+    Unreadable files are skipped with a warning naming each (more than 1 % fail the call); the outputs are
+    checked like :func:`export_backbone`'s before anything is computed."""
     from selfsup import runtime
     from selfsup.augment import eval_transform
     from selfsup.data.imagefolder import list_images
@@ -278,10 +311,15 @@ def embed_folder(
         raise ExportError(f"--out must end in {' or '.join(OUTPUT_SUFFIXES)}, got {out.name!r}")
     if features not in ("h", "z"):
         raise ExportError(f"features must be h or z, got {features!r}")
+    if batch_size < 1:
+        raise ExportError(f"--batch-size must be at least 1, got {batch_size}")
     root = Path(images)
     files = [root] if root.is_file() else list_images(root) if root.is_dir() else []
     if not files:
         raise ExportError(f"no images found under {root}")
+    outputs = [out] + ([Path(str(out) + ".paths.txt")] if out.suffix == ".npy" else [])
+    for target in outputs:
+        check_output(target, run_files(Path(run_dir)) + files, force)
     cfg = RunFolder(run_dir).read_config()
     prep = run_preprocessing(cfg)
     torch_device = runtime.resolve_device(device)
@@ -293,15 +331,24 @@ def embed_folder(
         h = method.backbone(x)
         return h if features == "h" else method.project(h)
 
-    chunks = []
+    chunks: list[np.ndarray] = []
+    embedded: list[Path] = []
+    log = BadImageLog(len(files), max_fraction=cfg.max_bad_fraction, what="images to embed")
     with tqdm(total=len(files), desc=f"embed ({features})", unit="img", disable=not progress) as bar:
         for start in range(0, len(files), batch_size):
-            batch = torch.stack([transform(_open(p, mode)) for p in files[start : start + batch_size]])
+            chunk = files[start : start + batch_size]
+            pictures, kept = read_images(chunk, mode, log)
+            bar.update(len(chunk))
+            if not pictures:
+                continue
+            batch = torch.stack([transform(picture) for picture in pictures])
             with torch.no_grad():
                 chunks.append(encode(batch.to(torch_device)).float().cpu().numpy())
-            bar.update(len(batch))
+            embedded += [Path(p) for p in kept]
+    if not chunks:
+        raise ExportError(f"none of the {len(files)} images under {root} can be read")
     array = np.concatenate(chunks).astype(np.float32)
-    paths = [str(p.relative_to(root)) if root.is_dir() else p.name for p in files]
+    paths = [str(p.relative_to(root)) if root.is_dir() else p.name for p in embedded]
     out.parent.mkdir(parents=True, exist_ok=True)
     if out.suffix == ".npy":
         np.save(out, array)
@@ -313,10 +360,3 @@ def embed_folder(
         column = pa.FixedSizeListArray.from_arrays(pa.array(array.reshape(-1), type=pa.float32()), array.shape[1])
         pq.write_table(pa.table({"path": pa.array(paths, type=pa.string()), "embedding": column}), out)
     return out, array.shape[0], array.shape[1]
-
-
-def _open(path: Path, mode: str) -> Any:
-    from PIL import Image
-
-    with Image.open(path) as image:
-        return image.convert(mode)

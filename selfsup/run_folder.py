@@ -13,13 +13,26 @@ A run folder is the ``--out`` of ``selfsup pretrain`` (and each run of ``selfsup
       compare.json           the run's status in a comparison                              selfsup compare
       error.txt              why a comparison's run failed                                 selfsup compare
       export/                exported backbones and their model cards                      selfsup export
+      .lock                  who writes the folder now (see below)                          pretrain, compare
 
 Every reader names the file in its error, so that a damaged or foreign folder is easy to diagnose.
+
+**One writer.** :meth:`RunFolder.writer_lock` takes an exclusive ``fcntl.flock`` on ``RUN/.lock`` and writes
+the holder's PID, host, command and start time into it; a second writer (another ``pretrain`` with the same
+``--out``, a ``--resume`` while the run is still going, a second ``compare`` of the same folder) is refused
+with a message naming the holder. The operating system releases the lock when the process ends, however it
+ends, so a killed run never leaves the folder locked. Readers (``eval``, ``export``, ``embed``) do not take it.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
+import socket
+import sys
+import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -40,10 +53,15 @@ EMBEDDINGS = "eval_embeddings.npz"
 STATUS = "compare.json"
 ERROR = "error.txt"
 EXPORT = "export"
+LOCK = ".lock"
 
 
 class RunFolderError(ConfigError):
     """A run folder's file is missing or unreadable; the message names the file and says what to do."""
+
+
+class RunFolderBusy(RunFolderError):
+    """Another process holds the folder's writer lock."""
 
 
 class RunFolder:
@@ -143,6 +161,48 @@ class RunFolder:
         return load_checkpoint(self.checkpoint_path, map_location=map_location)
 
     # ------------------------------------------------------------------ writing
+
+    @contextlib.contextmanager
+    def writer_lock(self) -> Iterator[None]:
+        """Hold the folder's writer lock (creating the folder if needed) for the ``with`` block; a second
+        writer gets :class:`RunFolderBusy` naming the holder. Folder errors (read-only, a path under a file)
+        become one-line :class:`RunFolderError` messages that name the path."""
+        try:
+            import fcntl
+        except ImportError:  # not POSIX (Windows): no lock, as before
+            yield
+            return
+        try:
+            self.path.mkdir(parents=True, exist_ok=True)
+            fd = os.open(self.path / LOCK, os.O_RDWR | os.O_CREAT, 0o644)
+        except (NotADirectoryError, FileExistsError) as err:
+            raise RunFolderError(f"cannot use {self.path} as a run folder: {err.strerror} ({err.filename})") from None
+        except PermissionError as err:
+            raise RunFolderError(f"cannot write to {self.path}: permission denied ({err.filename})") from None
+        except OSError as err:
+            raise RunFolderError(f"cannot write to {self.path}: {err.strerror} ({err.filename})") from None
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                holder = os.pread(fd, 4096, 0).decode("utf-8", "replace").strip() or "another process"
+                raise RunFolderBusy(
+                    f"{self.path} is being written by {holder}; wait for it to finish or stop it first "
+                    "(nothing was changed)"
+                ) from None
+            os.ftruncate(fd, 0)
+            command = " ".join(os.path.basename(a) if i == 0 else a for i, a in enumerate(sys.argv))[:300]
+            os.pwrite(
+                fd,
+                (
+                    f"PID {os.getpid()} on host {socket.gethostname()} since "
+                    f"{time.strftime('%Y-%m-%d %H:%M:%S')} ({command})\n"
+                ).encode(),
+                0,
+            )
+            yield
+        finally:
+            os.close(fd)  # releases the lock
 
     def write_json(self, name: str, data: dict[str, Any]) -> Path:
         """Write ``data`` to file ``name`` atomically (non-finite numbers become ``null``)."""

@@ -4,7 +4,12 @@ images, training progress, and helpers for the momentum (EMA) tests."""
 from __future__ import annotations
 
 import math
+import os
+import subprocess
+import sys
+import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -124,3 +129,49 @@ def make_folder(root, classes, per_class, mode="RGB", size=20):
         for i in range(per_class):
             shape = (size, size, 3) if mode == "RGB" else (size, size)
             Image.fromarray(rng.integers(0, 256, shape, dtype=np.uint8), mode).save(root / c / f"{c}_{i}.png")
+
+
+# ----------------------------------------------------------------------------- real selfsup processes
+
+TINY_RUN = [
+    "--backbone", "resnet10", "--batch-size", "16", "--no-progress",
+    "--set", "train_subset=128", "--set", "aug.image_size=16", "--set", "knn_every=0",
+    "--set", "hidden_dim=32", "--set", "latent_dim=16", "--set", "log_every=1", *PINNED_RUNTIME,
+]  # fmt: skip
+"""A SimCLR run of 8 steps per epoch on 16-px Fashion-MNIST (ResNet-10, pinned runtime: runs compare bitwise)."""
+
+
+def selfsup_process(*args: str, env: dict[str, str] | None = None) -> subprocess.Popen:
+    """``python -m selfsup ARGS`` in a new process (one thread: the same numbers in every process)."""
+    full_env = {**os.environ, "OMP_NUM_THREADS": "1", "SELFSUP_OFFLINE": "1", **(env or {})}
+    return subprocess.Popen(
+        [sys.executable, "-m", "selfsup", *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=full_env,
+    )
+
+
+def run_selfsup(*args: str, timeout: float = 120) -> subprocess.CompletedProcess:
+    """Run ``selfsup ARGS`` to the end in a new process."""
+    process = selfsup_process(*args)
+    out, err = process.communicate(timeout=timeout)
+    return subprocess.CompletedProcess(process.args, process.returncode, out, err)
+
+
+def wait_for_steps(run: Path, steps: int, process: subprocess.Popen, timeout: float = 90) -> int:
+    """Wait until ``run``'s metrics.jsonl (logged every step) holds ``steps`` rows; returns the count."""
+    metrics = run / "metrics.jsonl"
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        rows = len(metrics.read_text().splitlines()) if metrics.exists() else 0
+        if rows >= steps:
+            return rows
+        if process.poll() is not None:
+            raise AssertionError(
+                f"the run ended (status {process.returncode}) before step {steps}: "
+                f"{process.stderr.read() if process.stderr else ''}"
+            )
+        time.sleep(0.01)
+    raise AssertionError(f"no step {steps} within {timeout} s")

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -20,7 +21,7 @@ import pytest
 import torch
 from PIL import Image
 
-from selfsup.checkpoint import atomic_save
+from selfsup.checkpoint import save_checkpoint
 from selfsup.cli.main import main
 from selfsup.config import TrainConfig
 from selfsup.methods import build_method
@@ -49,7 +50,7 @@ def make_run(run_dir: Path, cfg: TrainConfig, channels: int, evaluation: dict | 
     (run_dir / "summary.json").write_text(json.dumps({"epochs": 1.0, "steps": 4}))
     if evaluation:
         (run_dir / "eval.json").write_text(json.dumps(evaluation))
-    atomic_save({"method": method.state_dict(), "step": 4, "finished": True}, RunFolder(run_dir).checkpoint_path)
+    save_checkpoint({"method": method.state_dict(), "step": 4, "finished": True}, RunFolder(run_dir).checkpoint_path)
     return method.eval()
 
 
@@ -216,3 +217,48 @@ def test_embed_rejects_an_unknown_output_type(runs, tmp_path, capsys):
     run_dir, _ = runs["folder"]
     assert main(["embed", str(run_dir), "--images", str(runs["images"]), "--out", str(tmp_path / "e.csv")]) == 2
     assert ".npy or .parquet" in capsys.readouterr().err
+
+
+def test_export_never_overwrites_what_it_should_not(runs, tmp_path, capsys):
+    run_dir, _ = runs["folder"]
+    checkpoint = RunFolder(run_dir).checkpoint_path
+    before = checkpoint.read_bytes()
+    refused = {
+        "x.md": "--out must end in .pt for the torchvision format",
+        str(checkpoint): "inside the checkpoints folder of a run",
+        str(run_dir / "summary.json"): "--out must end in .pt",
+    }
+    for out, message in refused.items():
+        target = out if "/" in out else str(tmp_path / out)
+        assert main(["export", str(run_dir), "--out", target]) == 2
+        assert message in capsys.readouterr().err
+    assert checkpoint.read_bytes() == before
+    out = tmp_path / "encoder.pt"
+    assert main(["export", str(run_dir), "--out", str(out)]) == 0
+    assert out.is_file() and out.with_suffix(".md").is_file()  # the card next to the weights, its own name
+    weights = out.read_bytes()
+    out.with_suffix(".md").write_text("my notes")
+    assert main(["export", str(run_dir), "--out", str(out)]) == 2
+    assert "exists; nothing was written (use --force" in capsys.readouterr().err
+    assert out.read_bytes() == weights and out.with_suffix(".md").read_text() == "my notes"
+    assert main(["export", str(run_dir), "--out", str(out), "--force"]) == 0
+    assert out.with_suffix(".md").read_text() != "my notes"
+
+
+def test_embed_skips_unreadable_images_and_checks_its_inputs(runs, tmp_path, capsys):
+    run_dir, _ = runs["folder"]
+    images = tmp_path / "images"
+    shutil.copytree(runs["images"], images)
+    for i in range(100):  # enough good images that one bad file stays under 1 %
+        Image.new("RGB", (16, 16), (i, 2 * i, 3 * i)).save(images / "a" / f"plain{i}.png")
+    (images / "a" / "notes.png").write_text("not an image")
+    out = tmp_path / "e.npy"
+    assert main(["embed", str(run_dir), "--images", str(images), "--out", str(out), "--batch-size", "0"]) == 2
+    assert "--batch-size must be at least 1" in capsys.readouterr().err
+    assert main(["embed", str(run_dir), "--images", str(images), "--out", str(out), "--no-progress"]) == 0
+    err = capsys.readouterr().err
+    assert "notes.png" in err and "Traceback" not in err
+    paths = (tmp_path / "e.npy.paths.txt").read_text().splitlines()
+    assert len(paths) == 105 and "a/notes.png" not in paths and np.load(out).shape[0] == 105
+    assert main(["embed", str(run_dir), "--images", str(images), "--out", str(out)]) == 2  # exists: no --force
+    assert "exists; nothing was written" in capsys.readouterr().err

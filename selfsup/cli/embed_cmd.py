@@ -26,6 +26,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--batch-size", type=int, default=256, help="images per forward pass (default 256)")
     parser.add_argument("--device", default="auto", choices=DEVICES, help="auto (default), cpu, cuda or mps")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    parser.add_argument("--force", action="store_true", help="replace an existing output file")
     parser.set_defaults(run=run)
 
 
@@ -33,7 +34,14 @@ def run(args: argparse.Namespace) -> int:
     from selfsup.reuse import embed_folder
 
     path, count, dim = embed_folder(
-        args.run_dir, args.images, args.out, args.features, args.batch_size, args.device, progress=not args.no_progress
+        args.run_dir,
+        args.images,
+        args.out,
+        args.features,
+        args.batch_size,
+        args.device,
+        progress=not args.no_progress,
+        force=args.force,
     )
     print(f"selfsup embed: wrote {count} embeddings of dimension {dim} ({args.features}) to {path}")
     return 0

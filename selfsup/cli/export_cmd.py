@@ -25,14 +25,18 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         help="torchvision: torch.save'd state dict (.pt); safetensors: .safetensors (default: torchvision)",
     )
     parser.add_argument(
-        "--out", default=None, help="output file (default: RUN_DIR/export/BACKBONE-METHOD.pt or .safetensors)"
+        "--out",
+        default=None,
+        help="output file ending in .pt (torchvision) or .safetensors; the model card goes next to it as .md "
+        "(default: RUN_DIR/export/BACKBONE-METHOD.pt or .safetensors)",
     )
+    parser.add_argument("--force", action="store_true", help="replace an existing output file and card")
     parser.set_defaults(run=run)
 
 
 def run(args: argparse.Namespace) -> int:
     from selfsup.reuse import export_backbone
 
-    path = export_backbone(args.run_dir, args.format, args.out)
+    path = export_backbone(args.run_dir, args.format, args.out, force=args.force)
     print(f"selfsup export: wrote {path} and its model card {path.with_suffix('.md')}")
     return 0

@@ -26,6 +26,7 @@ def command_modules() -> list[str]:
 
 
 def _expected_errors() -> tuple[type[BaseException], ...]:
+    from selfsup.checkpoint import CheckpointError
     from selfsup.config import ConfigError
     from selfsup.data.base import DatasetNotFoundError
     from selfsup.engine.trainer import TrainingDiverged
@@ -34,12 +35,12 @@ def _expected_errors() -> tuple[type[BaseException], ...]:
 
     return (
         ConfigError,
+        CheckpointError,
         DatasetNotFoundError,
         UnknownNameError,
         EvaluationError,
         TrainingDiverged,
-        FileNotFoundError,
-        FileExistsError,
+        OSError,
         ValueError,
     )
 
@@ -62,12 +63,22 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command; returns the exit status: 0, 1 (training diverged), 2 (a clear error), or 128 + the
+    signal's number after a clean stop on SIGTERM (143), SIGINT (130) or SIGUSR1 (138)."""
+    from selfsup.engine.stopping import Stopped
+
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
         return int(args.run(args) or 0)
+    except Stopped as stop:
+        print(f"selfsup: {stop}", file=sys.stderr)
+        return stop.exit_status
     except KeyboardInterrupt:
-        print("selfsup: interrupted; the last checkpoint is kept (continue with --resume)", file=sys.stderr)
+        print(
+            "selfsup: interrupted at once; checkpoints written before are kept (continue with --resume)",
+            file=sys.stderr,
+        )
         return 130
     except _expected_errors() as err:
         print(f"selfsup {args.command}: error: {err}", file=sys.stderr)

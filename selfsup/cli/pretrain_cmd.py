@@ -6,12 +6,14 @@ import argparse
 import time
 from pathlib import Path
 
-from selfsup.config import ConfigError, TrainConfig, parse_assignment
+from selfsup.config import ConfigError, TrainConfig, apply_overrides, config_differences, parse_assignment, switch
 from selfsup.data import DATASETS
+from selfsup.methods import method_names, split_variant
 from selfsup.models import BACKBONES, STEMS
-from selfsup.presets import PRESETS, method_names, resolve_config
+from selfsup.presets import PRESETS, resolve_config
 from selfsup.run_folder import RunFolder, json_text
 from selfsup.runtime import DEVICES
+from selfsup.validate import validate
 
 DEFAULT_METHOD = "simclr"
 
@@ -43,7 +45,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument(
         "--method",
-        default=DEFAULT_METHOD,
+        default=None,
         choices=method_names(include_unlisted=True),
         metavar="M",
         help=f"self-supervised method: {', '.join(method_names())} (default: {DEFAULT_METHOD}); "
@@ -59,7 +61,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--data-dir", default=None, help="where the dataset is (or is downloaded to)")
     parser.add_argument(
         "--preset",
-        default="cpu",
+        default=None,
         choices=PRESETS,
         help="recipe scale: imagenet (the papers), small (28-96 px data), cpu (2-core demo; default)",
     )
@@ -85,8 +87,14 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--seed", type=int, default=None, help="random seed (default 0)")
     parser.add_argument(
         "--resume",
-        action="store_true",
-        help="continue the run in --out from its last checkpoint, with its saved config",
+        nargs="?",
+        const="yes",
+        choices=("yes", "auto"),
+        default=None,
+        help="continue the run in --out from its last checkpoint (mid-epoch too), with its saved config; "
+        "`--set` may change the settings that can change mid-run (learning rate, gradient clipping, "
+        "precision, logging, checkpointing). `--resume auto` starts the run when --out holds no "
+        "checkpoint yet and resumes it when it does, so one job script serves every restart",
     )
     parser.add_argument(
         "--max-steps",
@@ -129,32 +137,80 @@ def _flags(args: argparse.Namespace) -> dict:
     }
 
 
-def resolve_run(args: argparse.Namespace) -> tuple[TrainConfig, Path]:
-    """The config and the run directory for these arguments (new run or ``--resume``)."""
+MUTABLE_ON_RESUME = (
+    "base_lr",
+    "grad_clip",
+    "precision",
+    "channels_last",
+    "device",
+    "num_workers",
+    "max_steps",
+    "log_every",
+    "knn_every",
+    "knn_bank",
+    "knn_queries",
+    "progress",
+    "checkpoint_every_min",
+    "keep_checkpoints",
+    "out",
+)
+"""The settings ``--resume`` may change: they do not change what the run is, only how it goes on."""
+
+
+def resumed_config(folder: RunFolder, args: argparse.Namespace, sets: dict[str, str]) -> TrainConfig:
+    """The saved config of ``folder`` with the changes asked for on the command line applied, when they are
+    all in :data:`MUTABLE_ON_RESUME` (any other change is refused by name)."""
+    saved = folder.read_config()
+    if args.method is not None and split_variant(args.method)[0].name != saved.method:
+        raise ConfigError(f"{folder.path} holds a {saved.method} run; --resume cannot change the method")
+    if args.preset is not None and args.preset != saved.preset:
+        raise ConfigError(f"{folder.path} holds a run of the {saved.preset} preset; --resume cannot change it")
+    wanted = TrainConfig.from_dict(saved.to_dict())
+    method_cls, _ = split_variant(saved.method)
+    apply_overrides(wanted, {k: v for k, v in _flags(args).items() if v is not None}, method_cls.Args)
+    apply_overrides(wanted, sets, method_cls.Args)
+    wanted.max_steps = args.max_steps  # a stop for this invocation only: a resume without it runs to the end
+    changed = config_differences(saved, wanted, ignore=("max_steps",))
+    refused = [key for key in changed if key not in MUTABLE_ON_RESUME]
+    if refused:
+        shown = ", ".join(f"{k} ({_value(saved, k)} -> {_value(wanted, k)})" for k in refused)
+        raise ConfigError(
+            f"--resume continues the saved config of {folder.path}; these settings cannot change mid-run: {shown}. "
+            f"Settings that may change on resume: {', '.join(MUTABLE_ON_RESUME)}. Nothing was changed."
+        )
+    wanted.channels_last = switch(wanted.channels_last, "channels_last")
+    validate(wanted)
+    for key in changed:
+        print(f"selfsup: resuming with {key} {_value(saved, key)} -> {_value(wanted, key)}", flush=True)
+    return wanted
+
+
+def _value(cfg: TrainConfig, key: str) -> object:
+    if key.startswith("aug."):
+        return getattr(cfg.augment, key[4:])
+    if key.startswith("method."):
+        return cfg.method_args.get(key[7:])
+    return getattr(cfg, key)
+
+
+def resolve_run(args: argparse.Namespace) -> tuple[TrainConfig, Path, bool]:
+    """The config, the run directory, and whether to resume, for these arguments."""
     sets = dict(parse_assignment(item) for item in args.sets)
+    resume = False
     if args.resume:
         if not args.out:
             raise ConfigError("--resume needs --out RUN_DIR (the run to continue)")
         run_dir = Path(args.out)
         folder = RunFolder(run_dir)
-        if not folder.has_checkpoint() or not folder.is_run():
-            raise ConfigError(f"nothing to resume in {run_dir}: no checkpoint there yet")
-        cfg = folder.read_config()
-        changed = {
-            k: v
-            for k, v in _flags(args).items()
-            if v is not None and k not in ("max_steps", "device") and getattr(cfg, k) != v
-        }
-        if changed or sets:
+        resume = folder.has_checkpoint() and folder.is_run()
+        if not resume and args.resume != "auto":
             raise ConfigError(
-                f"--resume continues the saved config of {run_dir}; it cannot change "
-                f"{sorted(changed) + sorted(sets)}. Start a new run with another --out instead."
+                f"nothing to resume in {run_dir}: no checkpoint there yet (`--resume auto` starts the run then)"
             )
-        cfg.max_steps = args.max_steps
-        if args.device:
-            cfg.device = args.device
+    if resume:
+        cfg = resumed_config(folder, args, sets)
     else:
-        cfg = resolve_config(args.method, args.preset, _flags(args), sets)
+        cfg = resolve_config(args.method or DEFAULT_METHOD, args.preset or "cpu", _flags(args), sets)
         default_name = f"{cfg.method}-{cfg.dataset}-{time.strftime('%Y%m%d-%H%M%S')}"
         run_dir = Path(args.out) if args.out else Path("runs") / default_name
         if RunFolder(run_dir).has_checkpoint():
@@ -164,14 +220,14 @@ def resolve_run(args: argparse.Namespace) -> tuple[TrainConfig, Path]:
             )
     cfg.out = str(run_dir)
     cfg.progress = not args.no_progress
-    return cfg, run_dir
+    return cfg, run_dir, resume
 
 
 def run(args: argparse.Namespace) -> int:
     from selfsup import distributed as dist
     from selfsup.engine.trainer import Trainer
 
-    cfg, run_dir = resolve_run(args)
+    cfg, run_dir, resume = resolve_run(args)
     if args.print_config:
         print(json_text(cfg.to_dict()), end="")
         return 0
@@ -181,8 +237,8 @@ def run(args: argparse.Namespace) -> int:
             f"batch {cfg.batch_size}, {cfg.optimizer} lr {cfg.lr:.4g}, {cfg.epochs} epochs) -> {run_dir}",
             flush=True,
         )
-    result = Trainer(cfg, run_dir, resume=args.resume).fit()
-    if not dist.is_main_process():
+    result = Trainer(cfg, run_dir, resume=resume).fit()
+    if not dist.is_main_process() or not result.trained:
         return 0
     summary = result.summary
     knn = summary.get("final_knn_top1")

@@ -30,7 +30,8 @@ from typing import Any
 
 from selfsup.config import TOP_LEVEL_SKIP as _SKIP
 from selfsup.config import ConfigError, TrainConfig, apply_overrides, field_types
-from selfsup.presets import method_names, resolve_config, split_variant
+from selfsup.methods import method_names, split_variant
+from selfsup.presets import resolve_config
 
 SUPERVISED = "supervised"
 """The baseline every comparison adds: :class:`selfsup.methods.supervised.Supervised`, a registered method that

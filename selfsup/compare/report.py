@@ -27,7 +27,8 @@ from selfsup.compare import analysis, plots
 from selfsup.compare.plan import ABLATIONS, Plan, format_value
 from selfsup.compare.results import Aggregate, RunResult, aggregate
 from selfsup.config import TrainConfig
-from selfsup.presets import OPTIMIZER_NAMES, schedule_text, split_variant
+from selfsup.methods import split_variant
+from selfsup.presets import OPTIMIZER_NAMES, schedule_text
 
 COLUMNS = (
     "run",

@@ -17,7 +17,6 @@ run that crashes cannot take the comparison down. A failed run is reported and t
 
 from __future__ import annotations
 
-import json
 import multiprocessing
 import sys
 import time
@@ -29,7 +28,7 @@ from typing import Any
 
 from selfsup.compare.plan import SUPERVISED, Plan, RunSpec, plan_runs, spec_config
 from selfsup.compare.results import RunResult, load_result
-from selfsup.config import RUNTIME_SETTINGS, ConfigError, TrainConfig
+from selfsup.config import ConfigError, TrainConfig, config_differences
 from selfsup.run_folder import EMBEDDINGS, ERROR, EVALUATION, STATUS, RunFolder
 
 IGNORED_CONFIG_KEYS = ("out", "progress", "max_steps", "device", "num_workers", "data_dir")
@@ -66,27 +65,6 @@ class CompareOptions:
 
 def log(message: str) -> None:
     print(f"selfsup compare: {message}", flush=True)
-
-
-def config_differences(saved: TrainConfig, wanted: TrainConfig) -> list[str]:
-    """The keys (``aug.x``, ``method.x``, run keys) whose values differ, ignoring :data:`IGNORED_CONFIG_KEYS`
-    and the runtime settings that the saved run settled from the ``auto`` that is wanted."""
-    a, b = saved.to_dict(), wanted.to_dict()
-    diffs = []
-    for key in sorted(set(a) | set(b)):
-        if key in IGNORED_CONFIG_KEYS or (key in RUNTIME_SETTINGS and b.get(key) == "auto"):
-            continue
-        if key in ("augment", "method_args"):
-            prefix = "aug." if key == "augment" else "method."
-            sub_a, sub_b = a.get(key) or {}, b.get(key) or {}
-            diffs += [prefix + k for k in sorted(set(sub_a) | set(sub_b)) if _norm(sub_a.get(k)) != _norm(sub_b.get(k))]
-        elif _norm(a.get(key)) != _norm(b.get(key)):
-            diffs.append(key)
-    return diffs
-
-
-def _norm(value: Any) -> Any:
-    return json.loads(json.dumps(value))  # tuples and lists compare equal, as they do in config.json
 
 
 # ----------------------------------------------------------------------------- training
@@ -153,7 +131,7 @@ def train_if_needed(spec: RunSpec, cfg: TrainConfig, run_dir: Path, isolate: boo
     """Train, resume or skip ``spec``; returns its status (``state``, ``action``, ``step``)."""
     existing = checkpoint_state(run_dir)
     if existing is not None:
-        diffs = config_differences(RunFolder(run_dir).read_config(), cfg)
+        diffs = config_differences(RunFolder(run_dir).read_config(), cfg, IGNORED_CONFIG_KEYS)
         if diffs:
             raise ConfigError(
                 f"{run_dir} holds a run of {spec.label} with other settings ({', '.join(diffs)}); "
@@ -225,7 +203,7 @@ def evaluate(spec: RunSpec, run_dir: Path, opts: CompareOptions, baselines: bool
 def _num_classes(opts: CompareOptions) -> int:
     from selfsup.data import load_dataset
 
-    dataset = load_dataset(opts.dataset, "train", opts.flags.get("data_dir"))
+    dataset = load_dataset(opts.dataset, "train", opts.flags.get("data_dir"), int(opts.sets.get("channels", 0)))
     if not dataset.has_labels:
         raise ConfigError(
             f"the {opts.dataset} data has no labels: kNN/linear evaluation and the supervised "
@@ -256,9 +234,9 @@ def build_configs(plan: Plan, opts: CompareOptions) -> dict[str, TrainConfig]:
 def run_compare(
     opts: CompareOptions, plan: Plan | None = None, on_run: Callable[[RunSpec, dict[str, Any]], None] | None = None
 ) -> tuple[Plan, list[RunResult]]:
-    """Train and evaluate every run of the comparison, then write the report; returns the plan and results."""
-    from selfsup.compare.report import write_report
-
+    """Train and evaluate every run of the comparison, then write the report; returns the plan and results.
+    Every run's config is resolved (so checked) before anything is written; the comparison folder's writer
+    lock is then held throughout (each run's trainer takes its own folder's)."""
     plan = plan or plan_runs(
         opts.methods,
         opts.ablations,
@@ -270,7 +248,18 @@ def run_compare(
         opts.ablation_seeds,
     )
     configs = build_configs(plan, opts)
-    opts.out.mkdir(parents=True, exist_ok=True)
+    with RunFolder(opts.out).writer_lock():
+        return _run_compare(opts, plan, configs, on_run)
+
+
+def _run_compare(
+    opts: CompareOptions,
+    plan: Plan,
+    configs: dict[str, TrainConfig],
+    on_run: Callable[[RunSpec, dict[str, Any]], None] | None,
+) -> tuple[Plan, list[RunResult]]:
+    from selfsup.compare.report import write_report
+
     RunFolder(opts.out).write_json(STATUS, {"command": opts.command, "runs": list(configs), "time": time.ctime()})
     with_baselines: set[tuple[Any, ...]] = set()
     for spec in plan.all_runs():

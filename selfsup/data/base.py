@@ -16,6 +16,8 @@ import numpy as np
 import torch
 from PIL import Image
 
+from selfsup.data.images import channels_mode, read_image
+
 
 class DatasetNotFoundError(FileNotFoundError):
     """The data is not where we looked. The message says how to get it."""
@@ -64,12 +66,12 @@ class ImageDataset:
         return int(self.labels.max()) + 1 if self.labels is not None else 0
 
     def pil(self, index: int) -> Image.Image:
-        """Image ``index`` as a PIL image (``L`` for 1 channel, ``RGB`` for 3)."""
+        """Image ``index`` as a PIL image (``L`` for 1 channel, ``RGB`` for 3). An image file that cannot be
+        decoded raises :class:`~selfsup.data.images.BadImageError` (naming the file)."""
         if self.images is not None:
             array = self.images[index].permute(1, 2, 0).numpy()
             return Image.fromarray(array[..., 0] if self.channels == 1 else array)
-        with Image.open(self.files[index]) as img:  # type: ignore[index]
-            return img.convert("L" if self.channels == 1 else "RGB")
+        return read_image(self.files[index], channels_mode(self.channels))  # type: ignore[index]
 
     def evenly_spaced(self, size: int) -> ImageDataset:
         """An evenly spaced, deterministic subset of ``size`` images (the whole set if it is not larger).

@@ -1,11 +1,14 @@
 """Dataset loaders, registered by name: ``fashion-mnist`` (default), ``cifar10``, ``cifar100``,
 ``stl10`` and ``imagefolder``.
 
-Every loader is called as ``loader(split, data_dir)`` with ``split`` one of
+Every loader is called as ``loader(split, data_dir, channels)`` with ``split`` one of
 
 * ``"pretrain"``: the images used for self-supervised training (labels not needed);
 * ``"train"``: the labelled training split, used as the kNN bank and linear-probe train set;
-* ``"test"``: the labelled evaluation split.
+* ``"test"``: the labelled evaluation split;
+
+and ``channels`` 0 (the dataset's own: for an image folder, the majority of its images), 1 or 3. The
+built-in datasets have one channel count each; asking them for another is a :class:`ConfigError`.
 """
 
 from __future__ import annotations
@@ -20,13 +23,15 @@ from typing import TypeVar
 import numpy as np
 import torch
 
-from selfsup.config import TrainConfig
+from selfsup.config import ConfigError, TrainConfig
 from selfsup.data.base import DatasetNotFoundError, ImageDataset
 from selfsup.registry import Registry
 
 SPLITS = ("pretrain", "train", "test")
+CHANNELS = (0, 1, 3)
+"""Valid channel requests: 0 (automatic), 1 (grey) or 3 (RGB)."""
 
-DatasetLoader = Callable[[str, "str | None"], ImageDataset]
+DatasetLoader = Callable[[str, "str | None", int], ImageDataset]
 DATASETS: Registry[DatasetLoader] = Registry("dataset")
 NativeSize = Callable[["str | None"], int]
 NATIVE_SIZES: Registry[NativeSize] = Registry("dataset")
@@ -62,10 +67,31 @@ def check_split(split: str) -> None:
         raise ValueError(f"unknown split {split!r}. Valid splits: {', '.join(SPLITS)}")
 
 
-def load_dataset(name: str, split: str, data_dir: str | None = None) -> ImageDataset:
-    """Load dataset ``name`` (see :data:`DATASETS`) for ``split``."""
+def check_channels(channels: int) -> None:
+    if channels not in CHANNELS:
+        raise ConfigError(f"channels must be 0 (automatic), 1 (grey) or 3 (RGB), got {channels!r}")
+
+
+def require_channels(name: str, channels: int, own: int) -> None:
+    """A :class:`ConfigError` unless ``channels`` is 0 (automatic) or ``own``, the dataset's channel count."""
+    check_channels(channels)
+    if channels not in (0, own):
+        raise ConfigError(
+            f"{name} has {own} channel{'s' if own > 1 else ''}; channels={channels} cannot be applied to it "
+            f"(leave channels=0, or set channels={own}). Only imagefolder converts its images."
+        )
+
+
+def load_dataset(name: str, split: str, data_dir: str | None = None, channels: int = 0) -> ImageDataset:
+    """Load dataset ``name`` (see :data:`DATASETS`) for ``split``, with ``channels`` channels (0: its own)."""
     check_split(split)
-    return DATASETS.get(name)(split, data_dir)
+    check_channels(channels)
+    return DATASETS.get(name)(split, data_dir, channels)
+
+
+def run_dataset(cfg: TrainConfig, split: str) -> ImageDataset:
+    """Split ``split`` of a run's dataset: its name, folder and channel count from the run's config."""
+    return load_dataset(cfg.dataset, split, cfg.data_dir, cfg.channels)
 
 
 def native_size(name: str, data_dir: str | None = None) -> int:
@@ -129,9 +155,26 @@ def _find_idx_pair(folder: Path, part: str) -> tuple[Path, Path] | None:
 
 
 def _fashion_mnist_dirs(data_dir: str | None) -> list[Path]:
-    dirs = [Path(data_dir)] if data_dir else []
+    """Where Fashion-MNIST is looked for: only ``data_dir`` when one is given, else the system copy and the
+    download cache."""
+    if data_dir:
+        return [Path(data_dir).expanduser()]
     system = os.environ.get("SELFSUP_FASHION_MNIST_DIR", FASHION_MNIST_SYSTEM_DIR)
-    return dirs + [Path(system), default_cache_dir()]
+    return [Path(system), default_cache_dir()]
+
+
+def _missing_from_data_dir(data_dir: str) -> DatasetNotFoundError:
+    folder = Path(data_dir).expanduser()
+    return DatasetNotFoundError(
+        f"Fashion-MNIST was not found in --data-dir {folder} (nor in its FashionMNIST/raw/ or fashion-mnist/ "
+        "sub-folders). A given --data-dir is the only place looked at: no other copy is used and nothing is "
+        "downloaded into it. Either:\n"
+        f"  1. put train-images-idx3-ubyte(.gz), train-labels-idx1-ubyte(.gz), t10k-images-idx3-ubyte(.gz)\n"
+        f"     and t10k-labels-idx1-ubyte(.gz) into {folder}, or\n"
+        "  2. leave out --data-dir: then the system copy is used (sudo apt-get install dataset-fashion-mnist\n"
+        f"     puts it in {FASHION_MNIST_SYSTEM_DIR}/), else a download into {default_cache_dir()}\n"
+        "     (which needs internet access once)"
+    )
 
 
 def _download_fashion_mnist(root: Path) -> None:
@@ -147,22 +190,26 @@ def _download_fashion_mnist(root: Path) -> None:
 
 
 @DATASETS.register("fashion-mnist")
-def fashion_mnist(split: str, data_dir: str | None = None) -> ImageDataset:
+def fashion_mnist(split: str, data_dir: str | None = None, channels: int = 0) -> ImageDataset:
     """Fashion-MNIST (Xiao et al. 2017): 60k train / 10k test, 28x28 grayscale, 10 classes.
 
-    Looked for, in order: ``--data-dir``; ``/usr/share/datasets/fashion-mnist`` (Debian package
-    ``dataset-fashion-mnist``); the download cache, filled through torchvision when online.
+    With ``--data-dir``, looked for there only (a :class:`DatasetNotFoundError` if it is not there). Without,
+    looked for in ``/usr/share/datasets/fashion-mnist`` (Debian package ``dataset-fashion-mnist``), then in
+    the download cache, filled through torchvision when online.
     """
     check_split(split)
+    require_channels("fashion-mnist", channels, 1)
     part = "test" if split == "test" else "train"
     pair = None
     for folder in _fashion_mnist_dirs(data_dir):
         pair = _find_idx_pair(folder, part)
         if pair:
             break
+    if pair is None and data_dir:
+        raise _missing_from_data_dir(data_dir)
     download_error = ""
     if pair is None and not offline():
-        root = Path(data_dir) if data_dir else default_cache_dir()
+        root = default_cache_dir()
         try:
             _download_fashion_mnist(root)
             pair = _find_idx_pair(root, part)
@@ -177,7 +224,7 @@ def fashion_mnist(split: str, data_dir: str | None = None) -> ImageDataset:
             "  2. pass --data-dir DIR, where DIR holds train-images-idx3-ubyte(.gz),\n"
             "     train-labels-idx1-ubyte(.gz), t10k-images-idx3-ubyte(.gz), t10k-labels-idx1-ubyte(.gz)\n"
             "  3. run once with internet access: selfsup downloads it through torchvision into\n"
-            f"     {data_dir or default_cache_dir()}" + download_error
+            f"     {default_cache_dir()}" + download_error
         )
     images = torch.from_numpy(read_idx(pair[0]).copy()).unsqueeze(1)
     labels = torch.from_numpy(read_idx(pair[1]).astype(np.int64))
@@ -229,11 +276,12 @@ def _hwc_to_tensor(array: np.ndarray) -> torch.Tensor:
 
 
 @DATASETS.register("cifar10")
-def cifar10(split: str, data_dir: str | None = None) -> ImageDataset:
+def cifar10(split: str, data_dir: str | None = None, channels: int = 0) -> ImageDataset:
     """CIFAR-10 (Krizhevsky 2009): 50k train / 10k test, 32x32 RGB, 10 classes."""
     import torchvision
 
     check_split(split)
+    require_channels("cifar10", channels, 3)
     ds = _torchvision_set(torchvision.datasets.CIFAR10, "CIFAR-10", data_dir, train=split != "test")
     return ImageDataset(
         name="cifar10",
@@ -247,11 +295,12 @@ def cifar10(split: str, data_dir: str | None = None) -> ImageDataset:
 
 
 @DATASETS.register("cifar100")
-def cifar100(split: str, data_dir: str | None = None) -> ImageDataset:
+def cifar100(split: str, data_dir: str | None = None, channels: int = 0) -> ImageDataset:
     """CIFAR-100 (Krizhevsky 2009): 50k train / 10k test, 32x32 RGB, 100 classes."""
     import torchvision
 
     check_split(split)
+    require_channels("cifar100", channels, 3)
     ds = _torchvision_set(torchvision.datasets.CIFAR100, "CIFAR-100", data_dir, train=split != "test")
     return ImageDataset(
         name="cifar100",
@@ -265,7 +314,7 @@ def cifar100(split: str, data_dir: str | None = None) -> ImageDataset:
 
 
 @DATASETS.register("stl10")
-def stl10(split: str, data_dir: str | None = None) -> ImageDataset:
+def stl10(split: str, data_dir: str | None = None, channels: int = 0) -> ImageDataset:
     """STL-10 (Coates et al. 2011): 100k unlabeled + 5k train / 8k test, 96x96 RGB, 10 classes.
 
     Pretraining uses ``train+unlabeled``, as in the SSL literature; the unlabeled images carry
@@ -274,6 +323,7 @@ def stl10(split: str, data_dir: str | None = None) -> ImageDataset:
     import torchvision
 
     check_split(split)
+    require_channels("stl10", channels, 3)
     tv_split = {"pretrain": "train+unlabeled", "train": "train", "test": "test"}[split]
     ds = _torchvision_set(torchvision.datasets.STL10, "STL-10", data_dir, split=tv_split)
     return ImageDataset(

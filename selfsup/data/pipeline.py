@@ -22,6 +22,7 @@ from selfsup.augment.views import require_resolved
 from selfsup.config import AugmentConfig
 from selfsup.data.base import ImageDataset
 from selfsup.data.cache import decoded_bytes, fits_in_memory, load_or_build, memory_budget_bytes, stored_size
+from selfsup.data.images import MAX_BAD_FRACTION
 from selfsup.data.in_memory import BatchedPipeline
 from selfsup.data.per_image import PerImagePipeline
 from selfsup.data.sampling import ViewPipeline
@@ -86,6 +87,7 @@ def build_pipeline(
     num_workers: int = 2,
     memory_budget_mb: int | None = None,
     cache_dir: str | None = None,
+    max_bad_fraction: float = MAX_BAD_FRACTION,
 ) -> ViewPipeline:
     """The view pipeline for ``dataset`` (see :func:`choose_data_path`).
 
@@ -94,6 +96,9 @@ def build_pipeline(
     :mod:`selfsup.data.cache`) and then treated the same way; a larger one streams from disk
     (:mod:`selfsup.data.streaming`: workers crop, the device colours). ``per-image`` is the
     conventional torchvision pipeline.
+
+    Image files that cannot be read are skipped with one warning each on every path; more than
+    ``max_bad_fraction`` of them fail the run (:mod:`selfsup.data.bad_images`).
     """
     path = choose_data_path(dataset, augment, data_path, memory_budget_mb)
     common: _PipelineOptions = {
@@ -105,9 +110,9 @@ def build_pipeline(
         "world_size": world_size,
     }
     if path == "per-image":
-        return PerImagePipeline(dataset=dataset, num_workers=num_workers, **common)
+        return PerImagePipeline(dataset=dataset, num_workers=num_workers, max_bad_fraction=max_bad_fraction, **common)
     if path == "streaming":
-        return StreamingPipeline(dataset=dataset, num_workers=num_workers, **common)
+        return StreamingPipeline(dataset=dataset, num_workers=num_workers, max_bad_fraction=max_bad_fraction, **common)
     if path == "cached":
         image_size = augment.image_size
         assert image_size is not None  # choose_data_path resolved it
@@ -118,5 +123,6 @@ def build_pipeline(
             default_workers(num_workers),
             rank,
             verbose=rank == 0,
+            max_bad_fraction=max_bad_fraction,
         )
     return BatchedPipeline(dataset=dataset, **common)

@@ -104,11 +104,15 @@ class EpochBatches:
             yield [(self.epoch, int(i)) for i in self.sharding.local_indices(self.order, batch)]
 
 
-def collate_views(items: list[tuple[list[torch.Tensor], int]]) -> tuple[list[torch.Tensor], torch.Tensor]:
-    """Worker items ``(views of one image, index)`` -> (one stacked tensor per view, indices)."""
+def collate_views(
+    items: list[tuple[list[torch.Tensor], int, list[tuple[int, str]]]],
+) -> tuple[list[torch.Tensor], torch.Tensor, list[tuple[int, str]]]:
+    """Worker items ``(views of one image, index, unreadable files met)`` -> (one stacked tensor per view,
+    indices, all the unreadable ``(index, reason)`` of the batch)."""
     num_views = len(items[0][0])
     views = [torch.stack([item[0][v] for item in items]) for v in range(num_views)]
-    return views, torch.tensor([item[1] for item in items])
+    failures = [failure for item in items for failure in item[2]]
+    return views, torch.tensor([item[1] for item in items]), failures
 
 
 def batch_labels(labels: torch.Tensor | None, index: torch.Tensor) -> torch.Tensor | None:

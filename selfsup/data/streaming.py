@@ -13,6 +13,8 @@ Work is split where it is cheapest:
 
 Randomness is deterministic, like the other paths: the crops and flips of image ``index`` depend on
 ``(seed, epoch, index)`` only, the colour parameters of a batch on ``(seed, epoch, batch, rank)``.
+A file that cannot be read is replaced by the next readable one (:func:`~selfsup.data.bad_images.first_readable`)
+and named in one warning; more than ``max_bad_fraction`` of them fail the run.
 The crop distribution is torchvision's ``RandomResizedCrop.get_params`` (vectorised in
 :func:`selfsup.augment.batched.crop_boxes_from_uniforms`), on the original image size.
 """
@@ -31,7 +33,9 @@ from torch.utils.data import DataLoader, Dataset
 from selfsup.augment.batched import CROP_ATTEMPTS, BatchedViewAugmenter, crop_boxes_from_uniforms
 from selfsup.augment.views import ViewSpec, view_specs
 from selfsup.config import AugmentConfig
+from selfsup.data.bad_images import BadImageLog, Failure, allowed_bad, first_readable
 from selfsup.data.base import ImageDataset
+from selfsup.data.images import MAX_BAD_FRACTION, channels_mode, open_image, to_mode
 from selfsup.data.sampling import (
     EpochBatches,
     Sharding,
@@ -71,10 +75,11 @@ def crop_views(
     """Decode ``path`` and return one uint8 ``(C, S, S)`` random-resized crop (and flip) per view.
 
     Each view draws torchvision's ``RandomResizedCrop`` box on the original image size; the crop is
-    resized with PIL's antialiased bilinear filter (torchvision's per-image semantics).
+    resized with PIL's antialiased bilinear filter (torchvision's per-image semantics). An unreadable file
+    raises :class:`~selfsup.data.images.BadImageError`.
     """
-    mode = "L" if channels == 1 else "RGB"
-    with Image.open(path) as source:
+    mode = channels_mode(channels)
+    with open_image(path) as source:
         width, height = source.size
         u = torch.rand(len(specs), _UNIFORMS, generator=generator, dtype=torch.float64)
         boxes, flips = [], []
@@ -95,7 +100,7 @@ def crop_views(
         request = draft_request((width, height), boxes, [s.size for s in specs]) if use_draft else None
         if request is not None and source.draft(mode, request) is not None:
             sx, sy = source.size[0] / width, source.size[1] / height
-        img = source.convert(mode)
+        img = to_mode(source, mode, path)
         views = []
         for (left, top, w, h), flip, spec in zip(boxes, flips, specs):
             box = (left * sx, top * sy, (left + w) * sx, (top + h) * sy)
@@ -108,22 +113,43 @@ def crop_views(
 
 
 class StreamedCrops(Dataset):
-    """Item ``(epoch, index)`` -> (uint8 crops of image ``index``, one per view; ``index``)."""
+    """Item ``(epoch, index)`` -> (uint8 crops of image ``index``, one per view; the index read; the failures).
 
-    def __init__(self, dataset: ImageDataset, cfg: AugmentConfig, seed: int, use_draft: bool = True) -> None:
+    When file ``index`` cannot be read, the next readable one is cropped instead (with the draws of
+    ``index``), so that batches keep their size; the failures go back to the main process, which warns
+    (:class:`~selfsup.data.bad_images.BadImageLog`). ``known_bad`` (set by the pipeline before each epoch)
+    are skipped without trying them again."""
+
+    def __init__(
+        self,
+        dataset: ImageDataset,
+        cfg: AugmentConfig,
+        seed: int,
+        use_draft: bool = True,
+        max_bad_fraction: float = MAX_BAD_FRACTION,
+    ) -> None:
         if dataset.files is None:
             raise ValueError("the streaming path reads image files; in-memory datasets use the batched path")
         self.files = [str(f) for f in dataset.files]
         self.cfg, self.specs = cfg, view_specs(cfg)
         self.channels, self.seed, self.use_draft = dataset.channels, seed, use_draft
+        self.max_failures = allowed_bad(len(self.files), max_bad_fraction)
+        self.known_bad: frozenset[int] = frozenset()
 
     def __len__(self) -> int:
         return len(self.files)
 
-    def __getitem__(self, item: tuple[int, int]) -> tuple[list[torch.Tensor], int]:
+    def __getitem__(self, item: tuple[int, int]) -> tuple[list[torch.Tensor], int, list[Failure]]:
         epoch, index = item
-        generator = torch.Generator().manual_seed(mix_seed(self.seed, epoch, index))
-        return crop_views(self.files[index], self.specs, self.cfg, self.channels, generator, self.use_draft), index
+
+        def crop(candidate: int) -> list[torch.Tensor]:
+            generator = torch.Generator().manual_seed(mix_seed(self.seed, epoch, index))
+            return crop_views(self.files[candidate], self.specs, self.cfg, self.channels, generator, self.use_draft)
+
+        views, read, failures = first_readable(index, len(self.files), crop, self.known_bad, self.max_failures)
+        if views is None:  # too many unreadable files: the main process fails the run on `failures`
+            views = [torch.zeros(self.channels, spec.size, spec.size, dtype=torch.uint8) for spec in self.specs]
+        return views, read, failures
 
 
 def default_workers(num_workers: int) -> int:
@@ -151,9 +177,11 @@ class StreamingPipeline:
         world_size: int = 1,
         num_workers: int = 0,
         use_draft: bool = True,
+        max_bad_fraction: float = MAX_BAD_FRACTION,
     ) -> None:
         self.dataset = dataset
-        self.crops = StreamedCrops(dataset, augment, seed, use_draft)
+        self.crops = StreamedCrops(dataset, augment, seed, use_draft, max_bad_fraction)
+        self.bad = BadImageLog(len(dataset), max_bad_fraction)  # every rank names the files it meets
         self.augmenter = BatchedViewAugmenter(augment, dataset.channels, dataset.mean, dataset.std)
         self.sharding = Sharding(len(dataset), batch_size, rank, world_size)
         self.batch_size, self.device, self.seed, self.rank = batch_size, device, seed, rank
@@ -164,6 +192,7 @@ class StreamingPipeline:
 
     def epoch(self, epoch: int, start_batch: int = 0) -> Iterator[ViewBatch]:
         order = epoch_order(len(self.dataset), self.seed, epoch)
+        self.crops.known_bad = frozenset(self.bad.indices)
         loader = DataLoader(
             self.crops,
             batch_sampler=EpochBatches(order, self.sharding, epoch, start_batch),
@@ -173,7 +202,9 @@ class StreamingPipeline:
             persistent_workers=False,
             prefetch_factor=4 if self.num_workers else None,
         )
-        for batch, (crops, index) in enumerate(loader, start=start_batch):
+        for batch, (crops, index, failures) in enumerate(loader, start=start_batch):
+            self.bad.add_failures(failures, self.crops.files)
+            self.bad.check_replaced(index)
             generator = batch_generator(self.seed, epoch, batch, self.rank)
             views = []
             for spec, crop in zip(self.crops.specs, crops):

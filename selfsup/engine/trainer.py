@@ -17,8 +17,11 @@ the end. Only rank 0 logs and checkpoints.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import itertools
+import math
+import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,24 +34,28 @@ from torch.nn.parallel import DistributedDataParallel
 from selfsup import distributed as dist
 from selfsup import runtime
 from selfsup.augment.views import require_resolved
-from selfsup.checkpoint import atomic_save
+from selfsup.checkpoint import remove_stale_temporaries, save_checkpoint
 from selfsup.config import ConfigError, TrainConfig
-from selfsup.data import ViewBatch, build_pipeline, load_dataset
+from selfsup.data import ViewBatch, build_pipeline, run_dataset
 from selfsup.data.base import ImageDataset
 from selfsup.engine import autotune
 from selfsup.engine.bf16_guard import guard_bf16_convolutions
+from selfsup.engine.checkpoints import check_free_space, first_nonfinite, keep_recent
 from selfsup.engine.logging import MetricsLogger, ProgressBar, to_float
+from selfsup.engine.stopping import Stopped, StopRequests, signal_name
 from selfsup.evaluation.collapse import effective_rank, embedding_std
-from selfsup.evaluation.features import extract_features
+from selfsup.evaluation.features import dataset_features
 from selfsup.evaluation.knn import knn_top1
 from selfsup.methods import Method, Progress, build_method
 from selfsup.optim import apply_lr, build_optimizer, lr_factor
 from selfsup.rng import rng_state, seed_everything, set_rng_state
 from selfsup.run_folder import SUMMARY, RunFolder
+from selfsup.validate import FP16_ON_CPU
 
 
 class TrainingDiverged(RuntimeError):
-    """The loss became NaN or infinite. The message names the last good checkpoint."""
+    """The loss, or a weight or buffer about to be checkpointed, became NaN or infinite. The message names the
+    last good checkpoint and how to continue from it."""
 
 
 @dataclass
@@ -58,6 +65,8 @@ class TrainResult:
     epochs_done: float
     final_loss: float
     summary: dict[str, Any]
+    trained: bool = True
+    """False when a resumed run had nothing left to train (its files are then unchanged)."""
 
 
 class Trainer:
@@ -68,6 +77,9 @@ class Trainer:
         self.run_dir = Path(run_dir)
         self.folder = RunFolder(run_dir)
         self.resume = resume
+        self.stop_requests = StopRequests()
+        self._stop_signal = 0
+        self._last_save = time.monotonic()
 
     # ------------------------------------------------------------------ setup
 
@@ -88,7 +100,11 @@ class Trainer:
             )
         seed_everything(cfg.seed)
 
-        self.dataset = load_dataset(cfg.dataset, "pretrain", cfg.data_dir)
+        if cfg.precision == "fp16" and self.device.type != "cuda":
+            raise ConfigError(
+                FP16_ON_CPU if self.device.type == "cpu" else f"precision=fp16 needs CUDA, not {self.device}"
+            )
+        self.dataset = run_dataset(cfg, "pretrain")
         if cfg.train_subset:
             self.dataset = self.dataset.evenly_spaced(cfg.train_subset)
         self.image_size = int(require_resolved(cfg.augment).image_size)  # type: ignore[arg-type]
@@ -104,6 +120,7 @@ class Trainer:
             num_workers=cfg.num_workers,
             memory_budget_mb=cfg.memory_budget_mb,
             cache_dir=cfg.cache_dir,
+            max_bad_fraction=cfg.max_bad_fraction,
         )
         self.steps_per_epoch = len(self.pipeline)
         self.total_steps = cfg.epochs * self.steps_per_epoch
@@ -137,8 +154,8 @@ class Trainer:
         if not self.main or self.cfg.knn_every == 0:
             return
         try:
-            bank = load_dataset(self.cfg.dataset, "train", self.cfg.data_dir)
-            queries = load_dataset(self.cfg.dataset, "test", self.cfg.data_dir)
+            bank = run_dataset(self.cfg, "train")
+            queries = run_dataset(self.cfg, "test")
         except Exception:  # unlabeled data: no monitor, training goes on
             return
         if not (bank.has_labels and queries.has_labels):
@@ -147,9 +164,22 @@ class Trainer:
 
     # ------------------------------------------------------------------ checkpoints
 
-    def _save(self, epoch: int, batch: int, step: int, elapsed: float, finished: bool = False) -> None:
+    def _position(self, epoch: int, batch: int) -> tuple[int, int]:
+        """Where a resumed run starts after ``batch`` batches of ``epoch``: the next batch (or epoch)."""
+        return (epoch + 1, 0) if batch >= self.steps_per_epoch else (epoch, batch)
+
+    def _save(self, epoch: int, batch: int, step: int, elapsed: float) -> None:
+        """Checkpoint the run after ``batch`` batches of ``epoch`` (rank 0 writes; every state is checked
+        finite first, so a checkpoint is never poisoned: a diverged run keeps its last good one)."""
         if not self.main:
             return
+        bad = first_nonfinite(self.method)
+        if bad is not None:
+            raise TrainingDiverged(
+                f"{bad} became non-finite by step {step} (the loss was still finite); training stopped and "
+                f"{self._kept()}. {self._recovery()}"
+            )
+        epoch, batch = self._position(epoch, batch)
         state = {
             "method": self.method.state_dict(),
             "method_state": self.method.state_for_checkpoint(),
@@ -158,19 +188,36 @@ class Trainer:
             "batch": batch,
             "step": step,
             "elapsed_s": elapsed,
-            "finished": finished,
+            "finished": epoch >= self.cfg.epochs,
             "rng": rng_state(),
             "config": self.cfg.to_dict(),
         }
-        atomic_save(state, self.folder.checkpoint_path)
+        save_checkpoint(state, self.folder.checkpoint_path)
+        self._last_save = time.monotonic()
+        if self.cfg.keep_checkpoints > 1:
+            keep_recent(self.folder, step, self.cfg.keep_checkpoints)
 
-    def _load(self) -> tuple[int, int, int, float]:
+    def _load(self) -> tuple[int, int, int, float, bool]:
         state = self.folder.read_checkpoint(map_location=self.device)
         self.method.load_state_dict(state["method"])
         self.method.load_state_for_checkpoint(state.get("method_state", {}))
         self.optimizer.load_state_dict(state["optimizer"])
         set_rng_state(state["rng"])
-        return state["epoch"], state["batch"], state["step"], state.get("elapsed_s", 0.0)
+        return state["epoch"], state["batch"], state["step"], state.get("elapsed_s", 0.0), bool(state["finished"])
+
+    def _kept(self) -> str:
+        path = self.folder.checkpoint_path
+        return f"the last good checkpoint is kept at {path}" if path.exists() else "no checkpoint had been written yet"
+
+    def _recovery(self) -> str:
+        if self.folder.checkpoint_path.exists():
+            again = f"then continue: selfsup pretrain --out {self.folder.path} --resume --set base_lr=..."
+        else:
+            again = "then start again"
+        return (
+            f"Lower the learning rate (now base_lr={self.cfg.base_lr:g}), or --set grad_clip=1.0, or "
+            f"--set precision=fp32; {again}"
+        )
 
     # ------------------------------------------------------------------ monitoring
 
@@ -185,14 +232,25 @@ class Trainer:
         self.method.eval()
         try:
             with runtime.autocast(self.device, self.amp_dtype):
-                h_bank, z_bank = extract_features(
-                    self.method.embed, bank, self.image_size, self.device, channels_last=self.channels_last
-                )
-                h_query, _ = extract_features(
-                    self.method.embed, queries, self.image_size, self.device, channels_last=self.channels_last
-                )
+                features = [
+                    dataset_features(
+                        self.method.embed,
+                        part,
+                        self.image_size,
+                        self.device,
+                        channels_last=self.channels_last,
+                        max_bad_fraction=self.cfg.max_bad_fraction,
+                    )
+                    for part in (bank, queries)
+                ]
         finally:
             self.method.train(was_training)
+        if any(len(f.kept) < len(part) for f, part in zip(features, (bank, queries))):
+            # unreadable files (warned about once): keep the readable ones for the next epochs
+            bank, queries = (part.subset(f.kept) for f, part in zip(features, (bank, queries)))
+            self.monitor = (bank, queries)
+        assert bank.labels is not None and queries.labels is not None
+        h_bank, z_bank, h_query = features[0].h, features[0].z, features[1].h
         return {
             "knn_top1": knn_top1(h_bank, bank.labels, h_query, queries.labels),
             "effective_rank": effective_rank(z_bank),
@@ -202,21 +260,49 @@ class Trainer:
     # ------------------------------------------------------------------ the loop
 
     def fit(self) -> TrainResult:
-        self.setup()
+        """Train (or resume) to the end, or until a signal: see the module docstring. The run folder's writer
+        lock is held throughout; every check (settings, data, the model, disk space) runs before anything
+        is written, and a folder this call created is removed again if the run cannot start."""
+        main = dist.env_rank() == 0
+        existed = self.folder.path.exists()
+        with self.folder.writer_lock() if main else contextlib.nullcontext():
+            try:
+                self.setup()
+                if main:
+                    check_free_space(self.folder, self.method, self.optimizer, self.cfg.keep_checkpoints)
+            except BaseException:
+                if main and not existed:
+                    shutil.rmtree(self.folder.path, ignore_errors=True)
+                raise
+            if main:
+                remove_stale_temporaries(self.folder.path)
+                remove_stale_temporaries(self.folder.checkpoint_dir)
+            return self._train()
+
+    def _train(self) -> TrainResult:
         cfg = self.cfg
-        self.run_dir.mkdir(parents=True, exist_ok=True)
-        epoch, start_batch, step, elapsed = 0, 0, 0, 0.0
+        epoch, start_batch, step, elapsed, finished = 0, 0, 0, 0.0, False
         if self.resume:
-            epoch, start_batch, step, elapsed = self._load()
+            epoch, start_batch, step, elapsed, finished = self._load()
+        stop_at = min(self.total_steps, cfg.max_steps) if cfg.max_steps else self.total_steps
+        if self.resume and (finished or step >= stop_at):
+            if self.main:
+                print(
+                    f"selfsup: {self.folder.path} has nothing left to train (step {step}"
+                    f"{', finished' if finished else ''}); its files are unchanged",
+                    flush=True,
+                )
+            summary = self.folder.read_summary()
+            final = summary.get("final_loss")
+            loss = float(final) if isinstance(final, (int, float)) else math.nan
+            return TrainResult(self.run_dir, step, step / self.steps_per_epoch, loss, summary, trained=False)
         if self.main:
             self.folder.write_config(cfg)
-        logger = MetricsLogger(self.folder, enabled=self.main)
-        if self.resume:
-            logger.truncate_after(step)
-        stop_at = min(self.total_steps, cfg.max_steps) if cfg.max_steps else self.total_steps
+        logger = MetricsLogger(self.folder, enabled=self.main, resume_step=step if self.resume else None)
         bar = ProgressBar(stop_at, step, enabled=self.main and cfg.progress)
         window_start, window_steps = time.perf_counter(), 0
         run_start = time.perf_counter() - elapsed
+        self._last_save = time.monotonic()
         last_loss, last_logs, monitor = float("nan"), {}, {}
         images_per_s = 0.0
         initial = {}
@@ -226,49 +312,52 @@ class Trainer:
                 bar.write(f"kNN top-1 (monitor) at initialisation: {initial['initial_knn_top1']:.4f}")
         self.method.train()
         try:
-            while epoch < cfg.epochs and step < stop_at:
-                batch = start_batch
-                for batch_views in self.pipeline.epoch(epoch, start_batch):
-                    out = self.train_step(batch_views, step, epoch)
-                    step += 1
-                    batch += 1
-                    window_steps += 1
-                    end_of_epoch = batch == self.steps_per_epoch
-                    if step % max(1, cfg.log_every) == 0 or end_of_epoch or step == stop_at:
-                        now = time.perf_counter()
-                        images_per_s = window_steps * cfg.batch_size / max(now - window_start, 1e-9)
-                        last_loss = to_float(dist.all_reduce_mean(out.loss.detach()))
-                        last_logs = {k: to_float(v) for k, v in out.logs.items()}
-                        if out.embedding is not None:
-                            last_logs["z_std"] = embedding_std(out.embedding)
-                        row = {
-                            "step": step,
-                            "epoch": epoch + batch / self.steps_per_epoch,
-                            "loss": last_loss,
-                            "lr": self.optimizer.param_groups[0]["lr"],
-                            "images_per_s": images_per_s,
-                            **last_logs,
-                        }
-                        if (
-                            end_of_epoch
-                            and cfg.knn_every
-                            and ((epoch + 1) % cfg.knn_every == 0 or epoch + 1 == cfg.epochs)
-                        ):
-                            monitor = self.knn_monitor()
-                            row.update(monitor)
-                            if monitor:
-                                bar.write(f"epoch {epoch + 1}: kNN top-1 (monitor) {monitor['knn_top1']:.4f}")
-                        logger.log(row)
-                        window_start, window_steps = time.perf_counter(), 0
-                    bar.update(last_loss, self.optimizer.param_groups[0]["lr"], images_per_s, epoch + 1)
-                    if step >= stop_at:
-                        break
-                if batch == self.steps_per_epoch:
-                    epoch, start_batch = epoch + 1, 0
-                else:
-                    start_batch = batch
-                self._save(epoch, start_batch, step, time.perf_counter() - run_start, finished=epoch >= cfg.epochs)
-                dist.barrier()
+            with self.stop_requests:
+                while epoch < cfg.epochs and step < stop_at:
+                    batch = start_batch
+                    for batch_views in self.pipeline.epoch(epoch, start_batch):
+                        out = self.train_step(batch_views, step, epoch)
+                        step += 1
+                        batch += 1
+                        window_steps += 1
+                        end_of_epoch = batch == self.steps_per_epoch
+                        if step % max(1, cfg.log_every) == 0 or end_of_epoch or step == stop_at:
+                            now = time.perf_counter()
+                            images_per_s = window_steps * cfg.batch_size / max(now - window_start, 1e-9)
+                            last_loss = to_float(dist.all_reduce_mean(out.loss.detach()))
+                            last_logs = {k: to_float(v) for k, v in out.logs.items()}
+                            if out.embedding is not None:
+                                last_logs["z_std"] = embedding_std(out.embedding)
+                            row = {
+                                "step": step,
+                                "epoch": epoch + batch / self.steps_per_epoch,
+                                "loss": last_loss,
+                                "lr": self.optimizer.param_groups[0]["lr"],
+                                "images_per_s": images_per_s,
+                                **last_logs,
+                            }
+                            if (
+                                end_of_epoch
+                                and cfg.knn_every
+                                and ((epoch + 1) % cfg.knn_every == 0 or epoch + 1 == cfg.epochs)
+                            ):
+                                monitor = self.knn_monitor()
+                                row.update(monitor)
+                                if monitor:
+                                    bar.write(f"epoch {epoch + 1}: kNN top-1 (monitor) {monitor['knn_top1']:.4f}")
+                            logger.log(row)
+                            window_start, window_steps = time.perf_counter(), 0
+                        bar.update(last_loss, self.optimizer.param_groups[0]["lr"], images_per_s, epoch + 1)
+                        if self._stop_signal:
+                            self._save(epoch, batch, step, time.perf_counter() - run_start)
+                            raise Stopped(self._stop_signal, self._stopped_message(step, epoch))
+                        if self._checkpoint_due():
+                            self._save(epoch, batch, step, time.perf_counter() - run_start)
+                        if step >= stop_at:
+                            break
+                    self._save(epoch, batch, step, time.perf_counter() - run_start)
+                    epoch, start_batch = self._position(epoch, batch)
+                    dist.barrier()
         finally:
             bar.close()
             logger.close()
@@ -398,16 +487,31 @@ class Trainer:
             torch.cuda.synchronize(self.device)
 
     def _check_finite(self, loss: torch.Tensor, step: int, epoch: int) -> None:
-        finite = torch.isfinite(loss.detach()).float()
+        """Stop if the loss is not finite (on any rank), and note a stop request (a signal on any rank), so
+        that every rank stops after the same step: both travel in one all-reduce under DDP."""
+        finite = bool(torch.isfinite(loss.detach()).all()) if not dist.is_distributed() else True
+        signum = self.stop_requests.signum
         if dist.is_distributed():
-            finite = finite.clone()
-            torch.distributed.all_reduce(finite, op=torch.distributed.ReduceOp.MIN)
-        if finite.item() == 1.0:
+            flags = torch.tensor(
+                [0.0 if torch.isfinite(loss.detach()).all() else 1.0, float(signum)], device=loss.device
+            )
+            torch.distributed.all_reduce(flags, op=torch.distributed.ReduceOp.MAX)
+            finite, signum = flags[0].item() == 0.0, int(flags[1].item())
+        self._stop_signal = signum
+        if finite:
             return
-        path = self.folder.checkpoint_path
-        kept = f"The last good checkpoint is kept at {path}" if path.exists() else "No checkpoint had been written yet"
         raise TrainingDiverged(
-            f"the loss became {to_float(loss)} at step {step + 1} (epoch {epoch + 1}); training stopped. "
-            f"{kept}. Lower the learning rate (--set base_lr=...), use --set grad_clip=1.0 or "
-            f"--set precision=fp32, then resume with --resume or start again."
+            f"the loss became {to_float(loss)} at step {step + 1} (epoch {epoch + 1}); training stopped and "
+            f"{self._kept()}. {self._recovery()}"
+        )
+
+    def _checkpoint_due(self) -> bool:
+        minutes = self.cfg.checkpoint_every_min
+        return self.main and minutes > 0 and time.monotonic() - self._last_save >= 60 * minutes
+
+    def _stopped_message(self, step: int, epoch: int) -> str:
+        return (
+            f"{signal_name(self._stop_signal)} received: stopped after step {step} of {self.total_steps} "
+            f"(epoch {epoch + 1}); the checkpoint is {self.folder.checkpoint_path}. Continue with: "
+            f"selfsup pretrain --out {self.folder.path} --resume"
         )

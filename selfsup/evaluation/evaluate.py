@@ -33,10 +33,10 @@ from tqdm.auto import tqdm
 from selfsup import runtime
 from selfsup.augment.views import require_resolved
 from selfsup.config import TrainConfig
-from selfsup.data import load_dataset
+from selfsup.data import MAX_BAD_FRACTION, run_dataset
 from selfsup.data.base import ImageDataset
 from selfsup.evaluation.collapse import effective_rank, embedding_std
-from selfsup.evaluation.features import extract_features, raw_pixel_features
+from selfsup.evaluation.features import FeatureSet, dataset_features, raw_pixel_features
 from selfsup.evaluation.knn import knn_top1
 from selfsup.evaluation.linear import linear_probe_top1
 from selfsup.methods import Method, build_method
@@ -72,13 +72,33 @@ def _scores(
 
 
 def _features(
-    method: Any, dataset: ImageDataset, size: int, device: torch.device, label: str, show: bool
-) -> tuple[torch.Tensor, torch.Tensor]:
+    method: Any,
+    dataset: ImageDataset,
+    size: int,
+    device: torch.device,
+    label: str,
+    show: bool,
+    max_bad_fraction: float = MAX_BAD_FRACTION,
+) -> FeatureSet:
+    """The features of the readable images of ``dataset`` (unreadable files skipped with a warning)."""
     channels_last = device.type in ("cpu", "cuda")
     if channels_last:
         method = method.to(memory_format=torch.channels_last)
     with tqdm(total=len(dataset), desc=label, unit="img", disable=not show, leave=False) as bar:
-        return extract_features(method.embed, dataset, size, device, channels_last=channels_last, progress=bar.update)
+        return dataset_features(
+            method.embed,
+            dataset,
+            size,
+            device,
+            channels_last=channels_last,
+            progress=bar.update,
+            max_bad_fraction=max_bad_fraction,
+        )
+
+
+def _readable(dataset: ImageDataset, features: FeatureSet) -> ImageDataset:
+    """``dataset`` without the images that could not be read, so that labels match the features' rows."""
+    return dataset if len(features.kept) == len(dataset) else dataset.subset(features.kept)
 
 
 def embedding_summary(name: str, embeddings: torch.Tensor) -> dict[str, np.ndarray]:
@@ -109,8 +129,7 @@ def evaluate_run(
     folder = RunFolder(run_dir)
     cfg = folder.read_config()
     torch_device = runtime.resolve_device(device)
-    train = load_dataset(cfg.dataset, "train", cfg.data_dir)
-    test = load_dataset(cfg.dataset, "test", cfg.data_dir)
+    train, test = run_dataset(cfg, "train"), run_dataset(cfg, "test")
     train = train.evenly_spaced(max_train) if max_train else train
     test = test.evenly_spaced(max_test) if max_test else test
     if not (train.has_labels and test.has_labels):
@@ -119,9 +138,15 @@ def evaluate_run(
             "evaluation are impossible. Give the images class sub-folders "
             "(see `selfsup pretrain --help`, imagefolder)."
         )
-    assert train.labels is not None and test.labels is not None  # has_labels implies labels
     size = int(require_resolved(cfg.augment).image_size)  # type: ignore[arg-type]
     method, _ = load_trained_method(run_dir, torch_device, train.channels)
+    bad = cfg.max_bad_fraction
+    trained_train = _features(method, train, size, torch_device, "features (trained)", progress, bad)
+    trained_test = _features(method, test, size, torch_device, "features (trained, test)", progress, bad)
+    train, test = _readable(train, trained_train), _readable(test, trained_test)  # the later passes skip nothing
+    assert train.labels is not None and test.labels is not None  # has_labels implies labels
+    h_train, z_train = trained_train.h, trained_train.z
+    h_test, z_test = trained_test.h, trained_test.z
     results: dict[str, Any] = {
         "method": cfg.method,
         "dataset": cfg.dataset,
@@ -130,8 +155,6 @@ def evaluate_run(
         "train_images": len(train),
         "test_images": len(test),
     }
-    h_train, z_train = _features(method, train, size, torch_device, "features (trained)", progress)
-    h_test, z_test = _features(method, test, size, torch_device, "features (trained, test)", progress)
     for name, tr, te in (("h", h_train, h_test), ("z", z_train, z_test)):
         for key, value in _scores((tr, train.labels), (te, test.labels), protocols).items():
             results[f"{key.replace('_top1', '')}_top1_{name}"] = value
@@ -158,8 +181,8 @@ def evaluate_run(
             results["standardized_pixels_knn_top1"] = knn_top1(std_train, train.labels, std_test, test.labels)
         seed_everything(cfg.seed)
         random_method = build_method(cfg, train.channels).to(torch_device).eval()
-        r_train, _ = _features(random_method, train, size, torch_device, "features (random init)", progress)
-        r_test, _ = _features(random_method, test, size, torch_device, "features (random init, test)", progress)
+        r_train = _features(random_method, train, size, torch_device, "features (random init)", progress).h
+        r_test = _features(random_method, test, size, torch_device, "features (random init, test)", progress).h
         for key, value in _scores((r_train, train.labels), (r_test, test.labels), protocols).items():
             results[f"random_init_{key}"] = value
     results["eval_time_s"] = round(time.perf_counter() - started, 1)

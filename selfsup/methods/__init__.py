@@ -8,7 +8,7 @@ import importlib
 import pkgutil
 
 from selfsup.methods.base import METHODS, Method, Progress, StepOutput, register_method
-from selfsup.methods.build import build_method
+from selfsup.methods.build import TABLE_ORDER, build_method, method_names, split_variant
 from selfsup.methods.momentum import MomentumMethod
 
 _INFRASTRUCTURE = {"base", "build", "momentum"}
@@ -17,4 +17,15 @@ for _module in sorted(m.name for m in pkgutil.iter_modules(__path__)):
     if _module not in _INFRASTRUCTURE and not _module.startswith("_"):
         importlib.import_module(f"{__name__}.{_module}")
 
-__all__ = ["METHODS", "Method", "MomentumMethod", "Progress", "StepOutput", "build_method", "register_method"]
+__all__ = [
+    "METHODS",
+    "Method",
+    "MomentumMethod",
+    "Progress",
+    "StepOutput",
+    "TABLE_ORDER",
+    "build_method",
+    "method_names",
+    "register_method",
+    "split_variant",
+]

@@ -33,6 +33,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from selfsup.checks import NON_NEGATIVE, POSITIVE, at_least
 from selfsup.losses.amdim import amdim_terms
 from selfsup.methods.base import Method, Progress, StepOutput, register_method
 from selfsup.models.backbones import Backbone
@@ -91,6 +92,12 @@ class AMDIM(Method):
         "aug.contrast": 0.4,
         "aug.saturation": 0.4,
     }
+    ranges = {
+        "n_rkhs": at_least(1),
+        "tclip": POSITIVE,
+        "score_penalty": NON_NEGATIVE,
+    }
+
     presets = {
         # README command (ndf 192, n_rkhs 1536, n_depth 8, batch 480) and task_self_supervised.py: 50 epochs,
         # x0.2 at 30 and 45; warmup over 500 updates = 500 / (1,281,167 / 480 = 2669 steps per epoch).

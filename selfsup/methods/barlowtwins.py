@@ -24,6 +24,7 @@ from typing import Any
 
 import torch
 
+from selfsup.checks import NON_NEGATIVE, POSITIVE, at_least
 from selfsup.losses.barlow_twins import barlow_twins_terms
 from selfsup.methods.base import CPU_LARS, Method, Progress, StepOutput, register_method
 from selfsup.models.backbones import Backbone
@@ -43,6 +44,14 @@ class BarlowTwins(Method):
         bn_eps: float = 1e-5
         bias_lr_mult: float = 0.024
         scale_loss: float = 1.0
+
+    ranges = {
+        "projector": at_least(1),
+        "lambd": NON_NEGATIVE,
+        "bn_eps": POSITIVE,
+        "bias_lr_mult": NON_NEGATIVE,
+        "scale_loss": POSITIVE,
+    }
 
     presets = {
         # main.py defaults and README: batch 2048, 1000 epochs, LARS, lr 0.2 / 0.0048 x B/256, wd 1e-6 (the paper

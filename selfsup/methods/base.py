@@ -41,6 +41,7 @@ import torch
 from torch import nn
 
 from selfsup import distributed as dist
+from selfsup.checks import Range, check_finite
 from selfsup.config import TrainConfig, coerce
 from selfsup.models.backbones import Backbone
 from selfsup.registry import Registry
@@ -97,6 +98,8 @@ class Method(nn.Module):
     variants: ClassVar[dict[str, dict[str, dict[str, Any]]]] = {}
     """Named versions of one method (MoCo v1/v2/v3): ``{variant: {preset: overrides}}``. The CLI name
     ``<name>-<variant>`` (e.g. ``moco-v3``) applies the variant's overrides on top of ``presets``."""
+    ranges: ClassVar[dict[str, Range]] = {}
+    """The values each setting of ``Args`` takes (:mod:`selfsup.checks`), checked before a run starts."""
     listed: ClassVar[bool] = True
     """Whether ``selfsup methods`` and ``compare --methods all`` show it (the supervised baseline is not)."""
     uses_labels: ClassVar[bool] = False
@@ -178,6 +181,16 @@ class Method(nn.Module):
         """Backbone features h and projector outputs z, for evaluation (call in eval mode)."""
         h = self.backbone(images)
         return h, self.project(h)
+
+    @classmethod
+    def check_args(cls, args: Any) -> None:
+        """Raise :class:`~selfsup.config.ConfigError` for a setting outside its range (every float must be
+        finite). Methods with constraints between settings extend this."""
+        for f in dataclasses.fields(args):
+            value = getattr(args, f.name)
+            check_finite(f.name, value)
+            if f.name in cls.ranges:
+                cls.ranges[f.name].check(f.name, value)
 
     @classmethod
     def make_args(cls, values: dict[str, Any]) -> Any:

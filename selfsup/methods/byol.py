@@ -22,6 +22,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from selfsup.checks import PROBABILITY, at_least
 from selfsup.losses.byol import byol
 from selfsup.methods.base import CPU_LARS, Progress, StepOutput, register_method
 from selfsup.methods.momentum import MomentumMethod
@@ -43,6 +44,14 @@ class BYOL(MomentumMethod):
         momentum_base: float = 0.996
         momentum_final: float = 1.0
         momentum_cosine: bool = True
+
+    ranges = {
+        "latent_dim": at_least(1),
+        "hidden_dim": at_least(1),
+        "pred_hidden_dim": at_least(1),
+        "momentum_base": PROBABILITY,
+        "momentum_final": PROBABILITY,
+    }
 
     presets = {
         "imagenet": {

@@ -43,6 +43,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
+from selfsup.checks import NON_NEGATIVE, PROBABILITY, at_least, one_of
 from selfsup.losses.cpc import cpc_infonce
 from selfsup.methods.base import Method, Progress, StepOutput, register_method
 from selfsup.models.backbones import Backbone
@@ -150,6 +151,20 @@ class CPC(Method):
         "aug.blur_prob": (0.0,),
         "aug.solarize_prob": (0.0,),
     }
+    ranges = {
+        "patch_size": at_least(1),
+        "patch_stride": at_least(1),
+        "latent_dim": at_least(1),
+        "context_dim": at_least(1),
+        "context_blocks": at_least(1),
+        "context_rows": at_least(1),
+        "min_offset": at_least(1),
+        "max_offset": at_least(1),
+        "directions": one_of(*DIRECTIONS),
+        "num_negatives": NON_NEGATIVE,
+        "patch_flip_prob": PROBABILITY,
+    }
+
     presets = {
         "imagenet": {
             "backbone": "resnet50",

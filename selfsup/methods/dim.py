@@ -46,6 +46,7 @@ import torch
 from torch import nn
 from torch.func import functional_call
 
+from selfsup.checks import NON_NEGATIVE, Range, at_least, one_of
 from selfsup.losses.dim import (
     MI_ESTIMATORS,
     local_global_mi_loss,
@@ -150,6 +151,19 @@ class DIM(Method):
         "aug.solarize_prob": (0.0,),
     }
     _adam = {"optimizer": "adam", "base_lr": 1e-4, "lr_scaling": "none", "weight_decay": 0.0}
+    ranges = {
+        "global_dim": at_least(1),
+        "mi_units": at_least(1),
+        "estimator": one_of(*MI_ESTIMATORS),
+        "alpha": NON_NEGATIVE,
+        "beta": NON_NEGATIVE,
+        "gamma": NON_NEGATIVE,
+        "local_stage": at_least(-1),
+        "prior_hidden": at_least(1),
+        "act_penalty": NON_NEGATIVE,
+        "occlusion": Range(0, 1, high_open=True),
+    }
+
     presets = {
         # DIM has no ImageNet recipe: the closest documented setting is the paper's 64 px one (Tiny ImageNet,
         # STL-10 resized): the basic64x64 encoder, batch 64, Adam 1e-4, the code's 1000 epochs, flips.

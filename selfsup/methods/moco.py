@@ -42,6 +42,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from selfsup import distributed as dist
+from selfsup.checks import POSITIVE, PROBABILITY, at_least, one_of
 from selfsup.losses.moco import moco_infonce, moco_v3_contrastive
 from selfsup.methods.base import Progress, StepOutput, register_method
 from selfsup.methods.momentum import MomentumMethod
@@ -139,6 +140,17 @@ class MoCo(MomentumMethod):
         momentum_cosine: bool = False
         symmetric: bool = False
         shuffle_bn: bool = True
+
+    ranges = {
+        "version": one_of(*VERSIONS),
+        "latent_dim": at_least(1),
+        "hidden_dim": at_least(1),
+        "pred_hidden_dim": at_least(1),
+        "temperature": POSITIVE,
+        "queue_size": at_least(1),
+        "momentum_base": PROBABILITY,
+        "momentum_final": PROBABILITY,
+    }
 
     presets = {
         "imagenet": {

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from selfsup.checks import NON_NEGATIVE, POSITIVE, at_least, one_of
 from selfsup.losses import margin_triplet, nt_logistic, nt_xent
 from selfsup.methods.base import Method, Progress, StepOutput, register_method
 from selfsup.models.backbones import Backbone
@@ -64,6 +65,16 @@ class SimCLR(Method):
         last_bn: bool = True
         loss: str = "nt_xent"
         margin: float = 0.5
+
+    ranges = {
+        "latent_dim": at_least(1),
+        "hidden_dim": at_least(1),
+        "projector_layers": at_least(1),
+        "temperature": POSITIVE,
+        "projector": one_of(*PROJECTORS),
+        "loss": one_of(*CONTRASTIVE_LOSSES),
+        "margin": NON_NEGATIVE,
+    }
 
     presets = {
         "imagenet": {

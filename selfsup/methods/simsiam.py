@@ -28,6 +28,7 @@ from typing import Any
 
 import torch
 
+from selfsup.checks import at_least
 from selfsup.losses.cosine import simsiam
 from selfsup.methods.base import Method, Progress, StepOutput, register_method
 from selfsup.models.backbones import Backbone
@@ -59,6 +60,13 @@ class SimSiam(Method):
         pred_hidden_dim: int = 512
         projector_layers: int = 3
         fix_pred_lr: bool = True
+
+    ranges = {
+        "latent_dim": at_least(1),
+        "hidden_dim": at_least(1),
+        "pred_hidden_dim": at_least(1),
+        "projector_layers": at_least(1),
+    }
 
     presets = {
         "imagenet": {

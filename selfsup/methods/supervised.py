@@ -23,6 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from selfsup.checks import Range, at_least
 from selfsup.config import ConfigError
 from selfsup.methods.base import Method, Progress, StepOutput, register_method
 from selfsup.models.backbones import Backbone
@@ -42,6 +43,11 @@ class Supervised(Method):
     class Args:
         num_classes: int = 10
         label_smoothing: float = 0.0
+
+    ranges = {
+        "num_classes": at_least(2),
+        "label_smoothing": Range(0, 1, high_open=True),
+    }
 
     presets = {"imagenet": {}, "small": {}, "cpu": {}}
     """Only the preset bases: the baseline shares the compared runs' optimizer budget, nothing else."""

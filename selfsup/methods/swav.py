@@ -34,6 +34,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from selfsup import distributed as dist
+from selfsup.checks import NON_NEGATIVE, POSITIVE, at_least
 from selfsup.losses.swav import swav
 from selfsup.methods.base import Method, Progress, StepOutput, register_method
 from selfsup.models.backbones import Backbone
@@ -58,6 +59,19 @@ class SwAV(Method):
         freeze_prototypes_epochs: float = 1.0
         queue_length: int = 0
         queue_start_epoch: int = 15
+
+    ranges = {
+        "latent_dim": at_least(1),
+        "hidden_dim": at_least(1),
+        "nmb_prototypes": at_least(1),
+        "temperature": POSITIVE,
+        "epsilon": POSITIVE,
+        "sinkhorn_iterations": at_least(1),
+        "crops_for_assign": NON_NEGATIVE,
+        "freeze_prototypes_epochs": NON_NEGATIVE,
+        "queue_length": NON_NEGATIVE,
+        "queue_start_epoch": NON_NEGATIVE,
+    }
 
     presets = {
         # bash script swav_800ep_pretrain.sh: 64 GPUs x 64 = 4096, LARC on every parameter, 75.3% top-1.

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from selfsup.checks import NON_NEGATIVE, PROBABILITY, Range, at_least
 from selfsup.losses.tico import tico
 from selfsup.methods.base import CPU_LARS, Progress, StepOutput, register_method
 from selfsup.methods.momentum import MomentumMethod
@@ -41,6 +42,14 @@ class TiCo(MomentumMethod):
         rho: float = 8.0
         ema_target: bool = False
         momentum_base: float = 0.99
+
+    ranges = {
+        "latent_dim": at_least(1),
+        "hidden_dim": at_least(1),
+        "beta": Range(0, 1, high_open=True),
+        "rho": NON_NEGATIVE,
+        "momentum_base": PROBABILITY,
+    }
 
     presets = {
         "imagenet": {

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 import torch
 
+from selfsup.checks import NON_NEGATIVE, POSITIVE, at_least, one_of
 from selfsup.losses.vicreg import VARIANCE_MODES, vicreg_terms
 from selfsup.methods.base import CPU_LARS, Method, Progress, StepOutput, register_method
 from selfsup.models.backbones import Backbone
@@ -34,6 +35,16 @@ class VICReg(Method):
         gamma: float = 1.0
         eps: float = 1e-4
         variance_mode: str = "std"
+
+    ranges = {
+        "expander": at_least(1),
+        "sim_coeff": NON_NEGATIVE,
+        "std_coeff": NON_NEGATIVE,
+        "cov_coeff": NON_NEGATIVE,
+        "gamma": POSITIVE,
+        "eps": POSITIVE,
+        "variance_mode": one_of(*VARIANCE_MODES),
+    }
 
     presets = {
         "imagenet": {

@@ -28,6 +28,7 @@ from dataclasses import dataclass
 
 import torch
 
+from selfsup.checks import Range, at_least, one_of
 from selfsup.losses.wmse import wmse
 from selfsup.methods.base import Method, Progress, StepOutput, register_method
 from selfsup.models.backbones import Backbone
@@ -51,6 +52,15 @@ class WMSE(Method):
         w_eps: float = 0.0
         num_samples: int = 2
         normalize: bool = True
+
+    ranges = {
+        "latent_dim": at_least(1),
+        "hidden_dim": at_least(1),
+        "w_size": at_least(2),
+        "w_iter": at_least(1),
+        "w_eps": Range(0, 1, high_open=True),
+        "num_samples": one_of(2, 4),
+    }
 
     presets = {
         # No ImageNet-1k result exists: this is the ImageNet-100 recipe (emb 128, w_size 256, Adam 2e-3, 240

@@ -16,8 +16,7 @@ from selfsup.compare.analysis import answer_projector, difference, noise_paragra
 from selfsup.compare.plan import ABLATIONS, SUPERVISED, expand_methods, plan_runs, sets_for, spec_config
 from selfsup.compare.results import Aggregate, RunResult
 from selfsup.config import ConfigError
-from selfsup.methods import METHODS, Method, register_method
-from selfsup.presets import method_names
+from selfsup.methods import METHODS, Method, method_names, register_method
 from selfsup.run_folder import RunFolder
 from tests.conftest import needs_fashion_mnist
 
@@ -258,7 +257,8 @@ def test_compare_reports_resumes_and_skips(tmp_path, capsys):
 @needs_fashion_mnist
 def test_isolated_runs_report_a_failure_and_go_on(tmp_path, capsys):
     out = tmp_path / "cmp"
-    # tico's 8 images are fewer than one batch of 16: its child process fails, simclr's trains
+    # tico's child process fails when it builds its data pipeline (streaming reads image files, and Fashion-MNIST
+    # is held in memory): a failure that no check of the settings foresees; simclr's run trains
     code = main(
         [
             "compare",
@@ -271,17 +271,17 @@ def test_isolated_runs_report_a_failure_and_go_on(tmp_path, capsys):
             "--max-steps",
             "2",
             "--set",
-            "tico:train_subset=8",
+            "tico:data_path=streaming",
         ]
     )
     assert code == 1
     assert "1 run(s) failed: tico" in capsys.readouterr().err
-    assert "fewer than one batch" in (out / "tico" / "error.txt").read_text()
+    assert "data_path=streaming reads image files" in (out / "tico" / "error.txt").read_text()
     assert RunFolder(out / "simclr").read_checkpoint()["step"] == 2
     summary = json.loads((out / "simclr" / "summary.json").read_text())
     assert summary["peak_rss_mib"] > 0
     report = (out / "report.md").read_text()
-    assert "tico (failed: ValueError: the dataset has 8 images" in report
+    assert "tico (failed: ValueError: data_path=streaming reads image files" in report
 
 
 def test_baselines_give_one_random_init_row_per_architecture():

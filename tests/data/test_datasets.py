@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from selfsup.data import DatasetNotFoundError, load_dataset
+from selfsup.data import DatasetNotFoundError, datasets, load_dataset
 from selfsup.data.datasets import read_idx
 from tests.conftest import needs_fashion_mnist
 from tests.helpers import make_folder
@@ -98,3 +98,26 @@ def test_unlabelled_folder_pretrains_but_has_no_labels(tmp_path):
 def test_imagefolder_needs_a_data_dir():
     with pytest.raises(DatasetNotFoundError, match="--data-dir"):
         load_dataset("imagefolder", "pretrain", None)
+
+
+def test_a_data_dir_without_fashion_mnist_is_an_error_never_a_fallback(tmp_path, monkeypatch):
+    system = tmp_path / "system"  # a complete copy where the system one would be: it must not be used
+    system.mkdir()
+    write_idx(system / "train-images-idx3-ubyte.gz", np.zeros((2, 28, 28), np.uint8), True)
+    write_idx(system / "train-labels-idx1-ubyte.gz", np.array([0, 1], np.uint8), True)
+    monkeypatch.setenv("SELFSUP_FASHION_MNIST_DIR", str(system))
+    monkeypatch.setenv("SELFSUP_OFFLINE", "0")  # online: still no download into the given directory
+
+    def no_download(root):
+        raise AssertionError(f"downloaded into {root}")
+
+    monkeypatch.setattr(datasets, "_download_fashion_mnist", no_download)
+    given = tmp_path / "mine"
+    given.mkdir()
+    with pytest.raises(DatasetNotFoundError) as err:
+        load_dataset("fashion-mnist", "train", str(given))
+    message = str(err.value)
+    assert f"--data-dir {given}" in message and "train-images-idx3-ubyte" in message
+    assert "apt-get install dataset-fashion-mnist" in message and "leave out --data-dir" in message
+    assert list(given.iterdir()) == []
+    assert len(load_dataset("fashion-mnist", "train")) == 2  # without --data-dir: the search order stays

@@ -4,6 +4,8 @@ the path ``build_pipeline`` picks."""
 from __future__ import annotations
 
 import os
+import stat
+import time
 
 import numpy as np
 import pytest
@@ -57,6 +59,22 @@ def test_cache_round_trips_and_a_reload_does_not_decode(folder, tmp_path, monkey
     assert torch.equal(again.images, first.images)
 
 
+def test_the_cache_is_private_and_unused_caches_are_pruned(folder, tmp_path):
+    root = tmp_path / "cache"
+    root.mkdir(mode=0o755)
+    old = root / "0123456789abcdef-0123456789abcdef.npy"  # a cache nobody used for 40 days
+    np.save(old, np.zeros((1, 3, 4, 4), np.uint8))
+    os.utime(old, (time.time() - 40 * 86400,) * 2)
+    built = cache.load_or_build(folder, 16, root, verbose=False)
+    assert not old.exists()  # pruned when the new cache was built
+    files = list(root.glob("*.npy"))
+    assert len(files) == 1 and built.in_memory
+    assert stat.S_IMODE(root.stat().st_mode) == 0o700 and stat.S_IMODE(files[0].stat().st_mode) == 0o600
+    os.utime(files[0], (time.time() - 40 * 86400,) * 2)
+    cache.load_or_build(folder, 16, root, verbose=False)  # a use refreshes it
+    assert time.time() - files[0].stat().st_mtime < 60
+
+
 def test_decode_square_keeps_the_central_square():
     image = np.zeros((30, 60, 3), np.uint8)
     image[:, 15:45] = 200  # the central 30x30 square is bright, the sides black
@@ -86,14 +104,14 @@ def test_cache_is_invalidated_when_a_file_changes(folder, tmp_path):
 
 
 def test_cache_write_is_atomic(folder, tmp_path, monkeypatch):
-    decode = cache.decode_square
+    decode = cache.decode_square_sized
 
     def fails_on_the_last_file(path, size, channels):
         if path == folder.files[-1]:
-            raise OSError("unreadable file")
+            raise OSError("unreadable file")  # not a BadImageError: a failure of the machine, not of the file
         return decode(path, size, channels)
 
-    monkeypatch.setattr(cache, "decode_square", fails_on_the_last_file)
+    monkeypatch.setattr(cache, "decode_square_sized", fails_on_the_last_file)
     with pytest.raises(OSError, match="unreadable file"):
         cache.load_or_build(folder, 16, tmp_path / "cache", verbose=False)
     assert list((tmp_path / "cache").iterdir()) == []  # no partial file left to mistake for a cache

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
+import errno
 import json
-import os
 
 import pytest
 import torch
 
-from selfsup.checkpoint import atomic_save
+from selfsup.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from selfsup.cli.main import main
 from selfsup.run_folder import RunFolder
 from tests.conftest import needs_fashion_mnist
@@ -99,16 +99,24 @@ def test_diverging_run_stops_with_a_message_and_keeps_the_last_good_checkpoint(t
         assert torch.equal(tensor, kept["method"][key])
 
 
-def test_atomic_save_keeps_the_old_file_when_writing_fails(tmp_path):
+def test_a_failed_checkpoint_write_keeps_the_old_file_and_leaves_no_temporary(tmp_path, monkeypatch):
     path = tmp_path / "ckpt.pt"
-    atomic_save({"x": 1}, path)
+    save_checkpoint({"x": torch.ones(2)}, path)
 
-    class Unpicklable:
+    class Code:
         def __reduce__(self):
-            raise RuntimeError("boom")
+            return (print, ("never",))
 
-    with pytest.raises(RuntimeError, match="boom"):
-        atomic_save({"x": Unpicklable()}, path)
-    assert torch.load(path) == {"x": 1}
+    with pytest.raises(CheckpointError, match="data only"):  # refused before anything is written
+        save_checkpoint({"x": Code()}, path)
+
+    def disk_full(obj, handle):
+        handle.write(b"partial bytes")
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(torch, "save", disk_full)
+    with pytest.raises(OSError, match="no space left on the device while writing"):
+        save_checkpoint({"x": torch.zeros(2)}, path)
+    monkeypatch.undo()
+    assert torch.equal(load_checkpoint(path)["x"], torch.ones(2))
     assert [p.name for p in tmp_path.iterdir()] == ["ckpt.pt"]  # no temporary file left behind
-    assert not any(name.endswith(".tmp") for name in os.listdir(tmp_path))

@@ -6,8 +6,7 @@ from dataclasses import dataclass
 
 import pytest
 
-from selfsup.methods import METHODS, Method, register_method
-from selfsup.presets import method_names
+from selfsup.methods import METHODS, Method, method_names, register_method
 
 
 def test_a_method_setting_named_like_a_run_setting_is_refused_at_registration():
