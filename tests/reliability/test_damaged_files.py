@@ -102,3 +102,40 @@ def test_tensorboard_holds_each_step_once_after_a_resume(stopped_run):
     scalars = events.Scalars("loss")
     assert sorted(event.step for event in scalars) == list(range(1, 17))  # 13 and 14 once, from the resumed run
     assert all(event.value != 99.0 for event in scalars)
+
+
+@pytest.mark.slow
+def test_a_compare_rerun_refuses_a_run_whose_checkpoint_carries_code(tmp_path, capsys):
+    out, marker = tmp_path / "cmp", tmp_path / "the-payload-ran"
+    command = [
+        "compare",
+        "--methods",
+        "simclr",
+        "--no-supervised",
+        "--out",
+        str(out),
+        "--in-process",
+        "--max-steps",
+        "2",
+        "--eval-train",
+        "200",
+        "--eval-test",
+        "100",
+        *TINY_RUN,
+    ]
+    assert main(command) == 0
+    folder = RunFolder(out / "simclr")
+    state = folder.read_checkpoint()
+    state["extra"] = Payload(marker)
+    torch.save(state, folder.checkpoint_path)
+    assert main(command) == 2
+    assert "refused to load" in capsys.readouterr().err
+    assert not marker.exists()
+
+
+def test_resuming_a_finished_run_changes_no_file(stopped_run, capsys):
+    assert main(["pretrain", "--out", str(stopped_run), "--resume", "--no-progress"]) == 0
+    files = {p: p.read_bytes() for p in stopped_run.rglob("*") if p.is_file() and p.name != ".lock"}
+    assert main(["pretrain", "--out", str(stopped_run), "--resume", "--no-progress"]) == 0
+    assert "has nothing left to train" in capsys.readouterr().out
+    assert {p: p.read_bytes() for p in stopped_run.rglob("*") if p.is_file() and p.name != ".lock"} == files

@@ -70,3 +70,17 @@ def test_a_disk_that_fills_during_the_run_keeps_the_last_checkpoint_then_resumes
     assert done.returncode == 0, done.stderr[-2000:]
     assert RunFolder(run).read_checkpoint()["finished"]
     assert not list((run / "checkpoints").glob(".*.tmp"))
+
+
+def test_a_read_only_file_system_is_reported_in_one_line_before_training(tmp_path):
+    mount = tmp_path / "readonly"
+    mount.mkdir()
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "ro,size=1m", "tmpfs", str(mount)], capture_output=True)
+    if done.returncode:
+        pytest.skip("cannot mount a file system here")
+    try:
+        result = run_selfsup("pretrain", "--out", str(mount / "run"), "--epochs", "1", *TINY_RUN)
+    finally:
+        subprocess.run(["umount", "-l", str(mount)], check=False)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert f"cannot write to {mount / 'run'}" in result.stderr and "Read-only file system" in result.stderr
