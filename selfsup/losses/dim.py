@@ -33,6 +33,9 @@ Prior matching (DIM §3.3): a discriminator D separates samples of the prior (un
 the encoder's sigmoid(Y). :func:`prior_discriminator_loss` is its GAN loss (prior = "real") and
 :func:`prior_generator_loss` the encoder's non-saturating loss −log σ(D(sigmoid(Y)))
 (``cortex_DIM/models/prior_matching.py``, ``measure='GAN'``, ``'non-saturating'``).
+:func:`gradient_penalty` is the zero-centred penalty E_x ||∇_x D(x)||² the code adds to D's loss
+(``cortex_DIM/models/discriminator.py::Discriminator.routine``, ``functions/gradient_penalty.py``;
+Mescheder et al., "Which training methods for GANs do actually converge?", ICML 2018).
 """
 
 from __future__ import annotations
@@ -43,12 +46,13 @@ import torch
 import torch.nn.functional as F
 
 from selfsup import distributed as dist
-from selfsup.losses.float32 import float32_loss
+from selfsup.losses.float32 import at_least_float32, float32_loss
 
 __all__ = [
     "MI_ESTIMATORS",
     "dim_scores",
     "dv_mi_loss",
+    "gradient_penalty",
     "jsd_mi_loss",
     "local_global_mi_loss",
     "nce_mi_loss",
@@ -148,3 +152,22 @@ def prior_discriminator_loss(prior_scores: torch.Tensor, encoder_scores: torch.T
 def prior_generator_loss(encoder_scores: torch.Tensor) -> torch.Tensor:
     """The encoder's non-saturating prior-matching loss −log σ(D(sigmoid(Y))) = sp(−D(·)), averaged."""
     return F.softplus(-encoder_scores).mean()
+
+
+def gradient_penalty(scores: torch.Tensor, inputs: torch.Tensor) -> torch.Tensor:
+    """The zero-centred gradient penalty mean_i ||∂D(x_i)/∂x_i||² of a discriminator's ``scores`` (N, 1)
+    at its ``inputs`` (N, ...), a leaf that requires grad (Mescheder et al., ICML 2018; rdevon/DIM
+    ``cortex_DIM/functions/gradient_penalty.py::contrastive_gradient_penalty``, squared norm summed over the
+    features and averaged over the batch, not WGAN-GP's (||g|| - 1)²).
+
+    The gradient of ``scores.sum()`` is taken, which is each sample's own gradient as long as D treats the
+    samples independently (no BatchNorm, as DIM's prior discriminator). The code differentiates
+    ``network(x)[-1]``, the last sample's score only; here every sample counts. The graph is kept
+    (``create_graph``), so the penalty trains D's parameters; the square is computed in at least float32.
+    """
+    if not inputs.requires_grad or not scores.requires_grad:
+        raise ValueError("gradient_penalty needs inputs that require grad and scores computed from them")
+    (grad,) = torch.autograd.grad(scores.sum(), inputs, create_graph=True, allow_unused=True)
+    if grad is None:  # D does not depend on its input
+        return scores.new_zeros((), dtype=torch.float32)
+    return at_least_float32(grad).flatten(1).pow(2).sum(1).mean()

@@ -27,14 +27,23 @@ with the defaults of DIM(L): α = 0, β = 1, γ = 0.1.
   encoder's term calls D with detached parameters (``torch.func.functional_call``), so each gradient
   reaches only its own player, exactly as the code's two alternating updates would compute them from
   the same batch. (A gradient-reversal layer would give the encoder the saturating minimax gradient
-  instead.)
+  instead.) D's loss also carries ``prior_penalty`` (1.0) times the zero-centred gradient penalty
+  0.5 · (E_prior ||∇D||² + E_Y ||∇D||²) at the prior samples and at the detached sigmoid(Y)
+  (rdevon/DIM ``cortex_DIM/models/discriminator.py::Discriminator.routine``; Mescheder et al., ICML 2018):
+  :func:`selfsup.losses.dim.gradient_penalty`. Only D's parameters receive its gradient.
 
 * **Occlusion** (``occlusion`` > 0, optional; DIM §4.3, Table 5). Y is computed from a copy of the image
   with a random square (``occlusion`` x the side) set to 0, the local map from the full image, so Y must
   predict local features it has not seen. Both copies go through the encoder in one batch.
 
 DIM takes one view per image (``aug.num_views=1``); the paper's CIFAR runs use no augmentation.
-Evaluation features: h (the 1024-unit layer of ``dim32``, or a ResNet's pooled output); z = Y.
+Every preset trains with Adam, lr 1e-4, betas (0.5, 0.999): cortex's optimizer defaults (rdevon/cortex
+``cortex/_lib/optimizer.py``, ``_optimizer_defaults``), which the code's plugins keep; one optimizer steps
+the encoder, the MI networks and D (the code gives every network its own Adam with these settings; Adam
+is per-parameter, so that is the same update). The 64 px preset (``imagenet``) uses ``alex64``, the code's
+``alex64x64`` encoder (its STL-10 and Tiny ImageNet network).
+Evaluation features: h (the 1024-unit layer of ``dim32``, the 4096-unit layer of ``alex64``, or a ResNet's
+pooled output); z = Y.
 """
 
 from __future__ import annotations
@@ -49,6 +58,7 @@ from torch.func import functional_call
 from selfsup.checks import NON_NEGATIVE, Range, at_least, one_of
 from selfsup.losses.dim import (
     MI_ESTIMATORS,
+    gradient_penalty,
     local_global_mi_loss,
     prior_discriminator_loss,
     prior_generator_loss,
@@ -140,6 +150,7 @@ class DIM(Method):
         prior_hidden: tuple[int, ...] = (1000, 200)
         act_penalty: float = 0.0
         occlusion: float = 0.0
+        prior_penalty: float = 1.0
 
     _no_augmentation = {
         "aug.num_views": 1,
@@ -150,7 +161,14 @@ class DIM(Method):
         "aug.blur_prob": (0.0,),
         "aug.solarize_prob": (0.0,),
     }
-    _adam = {"optimizer": "adam", "base_lr": 1e-4, "lr_scaling": "none", "weight_decay": 0.0}
+    # cortex's Adam defaults (rdevon/cortex cortex/_lib/optimizer.py): lr 1e-4, betas (0.5, 0.999).
+    _adam = {
+        "optimizer": "adam",
+        "base_lr": 1e-4,
+        "adam_betas": (0.5, 0.999),
+        "lr_scaling": "none",
+        "weight_decay": 0.0,
+    }
     ranges = {
         "global_dim": at_least(1),
         "mi_units": at_least(1),
@@ -162,13 +180,15 @@ class DIM(Method):
         "prior_hidden": at_least(1),
         "act_penalty": NON_NEGATIVE,
         "occlusion": Range(0, 1, high_open=True),
+        "prior_penalty": NON_NEGATIVE,
     }
 
     presets = {
         # DIM has no ImageNet recipe: the closest documented setting is the paper's 64 px one (Tiny ImageNet,
-        # STL-10 resized): the basic64x64 encoder, batch 64, Adam 1e-4, the code's 1000 epochs, flips.
+        # STL-10 resized): the alex64x64 encoder the code names for them (alex64), batch 64, Adam 1e-4, the
+        # code's 1000 epochs, flips.
         "imagenet": {
-            "backbone": "dim64",
+            "backbone": "alex64",
             "batch_size": 64,
             "epochs": 1000,
             "schedule": "constant",
@@ -249,6 +269,25 @@ class DIM(Method):
         start, total = self.global_rows(n)
         return torch.rand(total, like.shape[1])[start : start + n].to(like.device, like.dtype)
 
+    @torch.compiler.disable
+    def _discriminator_loss(self, encoded: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """D's GAN loss on prior samples and the detached ``encoded`` = sigmoid(Y), plus ``prior_penalty`` x the
+        gradient penalty 0.5 (P + Q) at both (rdevon/DIM ``cortex_DIM/models/discriminator.py``,
+        ``Discriminator.routine``); returns (loss, penalty or None when ``prior_penalty`` = 0).
+
+        Runs eagerly under ``torch.compile``: the penalty differentiates D with respect to its inputs inside the
+        forward pass (``autograd.grad`` with ``create_graph``), which a compiled graph does not support.
+        """
+        weight = self.args.prior_penalty
+        prior = self._prior_sample(encoded).requires_grad_(weight > 0)
+        fake = encoded.detach().requires_grad_(weight > 0)
+        prior_scores, fake_scores = self.discriminator(prior), self.discriminator(fake)
+        loss = prior_discriminator_loss(prior_scores, fake_scores)
+        if weight == 0:
+            return loss, None
+        penalty = 0.5 * (gradient_penalty(prior_scores, prior) + gradient_penalty(fake_scores, fake))
+        return loss + weight * penalty, penalty
+
     def training_step(self, views: Sequence[torch.Tensor], progress: Progress) -> StepOutput:
         a = self.args
         images = views[0]
@@ -278,8 +317,9 @@ class DIM(Method):
             logs["global_mi_loss"] = global_loss.detach()
         if a.gamma > 0:
             encoded = torch.sigmoid(y)
-            prior = self._prior_sample(encoded)
-            disc_loss = prior_discriminator_loss(self.discriminator(prior), self.discriminator(encoded.detach()))
+            disc_loss, penalty = self._discriminator_loss(encoded)
+            if penalty is not None:
+                logs["prior_gradient_penalty"] = penalty.detach()
             frozen = {name: p.detach() for name, p in self.discriminator.named_parameters()}
             gen_loss = prior_generator_loss(functional_call(self.discriminator, frozen, (encoded,)))
             loss = loss + a.gamma * gen_loss + disc_loss

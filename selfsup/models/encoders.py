@@ -15,6 +15,15 @@ Registered names (``build_backbone(name, stem, in_channels, zero_init_residual, 
   a linear head of the method. The local map of DIM(L) is the 128-channel 8x8 map (``dim32``) or the
   256-channel 8x8 map (``dim64``): ``default_local_stage``. An adaptive average pool before the FC layer
   lets other input sizes (e.g. 28 px) through; at the native size it is the identity.
+* ``alex64``: Deep InfoMax's ``alex64x64`` encoder (rdevon/DIM ``cortex_DIM/configs/convnets.py``, "used
+  for STL10 and tiny Imagenet results"), an AlexNet-like stack of 3x3 stride-1 padding-1 convolutions
+  96-192-384-384-192, each with norm + ReLU, a 3x3 stride-2 max-pool after the first, second and fifth,
+  then two 4096-unit fully connected layers + norm + ReLU. At 64 px the maps are 96x31x31, 192x15x15,
+  384x15x15, 384x15x15, 192x7x7; DIM(L)'s local map is the 384-channel 15x15 map (the code's
+  ``local_task_idx=(2, -1)``), h the second 4096-d layer, and the 64-d Y a linear head of the method (the
+  layer the code's ``Controller`` appends). Convolutions and linear layers followed by a norm have no
+  bias (the code's ``bias = not bn``); PyTorch's default initialisation, as the code's. An adaptive
+  average pool to 7x7 before the FC layers lets other sizes through (the identity at 64 px).
 * ``amdim32`` / ``amdim64`` / ``amdim128``: AMDIM's encoders (Philip-Bachman/amdim-public ``model.py``)
   for 32, 64 and 128 px inputs: residual blocks **without padding** (so a local feature sees only its
   receptive field), ending in 7x7, 5x5 and 1x1 maps. Widths are the code's defaults (``ndf`` 128,
@@ -42,6 +51,7 @@ from selfsup.models.backbones import BACKBONES, Backbone, norm_layer
 
 __all__ = [
     "AMDIMEncoder",
+    "AlexEncoder",
     "DCGANEncoder",
     "PatchEncoder",
     "default_local_stage",
@@ -107,6 +117,78 @@ class DCGANEncoder(Backbone):
             maps.append(x)
         h = self.net["fc"](torch.flatten(self.net["pool"](x), 1))
         return maps, h
+
+    def feature_map(self, x: torch.Tensor) -> torch.Tensor:
+        for block in cast(nn.ModuleList, self.net["convs"]):
+            x = block(x)
+        return x
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net["fc"](torch.flatten(self.net["pool"](self.feature_map(x)), 1))
+
+
+def _pooled_size(size: int) -> int:
+    """The width after a 3x3 stride-2 max-pool without padding."""
+    return (size - 3) // 2 + 1
+
+
+class AlexEncoder(Backbone):
+    """DIM's ``alex64x64`` encoder: five 3x3 convs (three followed by max-pools), then FC 4096 x 2 (h).
+
+    rdevon/DIM ``cortex_DIM/configs/convnets.py`` (``_alex64x64``); see the module docstring.
+    """
+
+    net: nn.ModuleDict
+
+    def __init__(
+        self,
+        in_channels: int,
+        widths: Sequence[int] = (96, 192, 384, 384, 192),
+        pooled: Sequence[bool] = (True, True, False, False, True),
+        fc_width: int = 4096,
+        input_size: int = 64,
+        norm: str = "batch",
+        local_stage: int = 2,
+    ) -> None:
+        layer = norm_layer(norm)
+        blocks = []
+        channels, size, sizes = in_channels, input_size, []
+        for width, pool in zip(widths, pooled, strict=True):
+            modules: list[nn.Module] = [nn.Conv2d(channels, width, 3, 1, 1, bias=False), layer(width), nn.ReLU(True)]
+            if pool:
+                modules.append(nn.MaxPool2d(3, 2))
+                size = _pooled_size(size)
+            blocks.append(nn.Sequential(*modules))
+            channels = width
+            sizes.append(size)
+        net = nn.ModuleDict(
+            {
+                "convs": nn.ModuleList(blocks),
+                "pool": nn.AdaptiveAvgPool2d(size),
+                "fc": nn.Sequential(
+                    nn.Linear(channels * size * size, fc_width, bias=False),
+                    _norm1d(norm, fc_width),
+                    nn.ReLU(inplace=True),
+                    nn.Linear(fc_width, fc_width, bias=False),
+                    _norm1d(norm, fc_width),
+                    nn.ReLU(inplace=True),
+                ),
+            }
+        )
+        super().__init__(net, fc_width)
+        self.default_local_stage = local_stage
+        self.stage_channels = list(widths)
+        self.stage_sizes = sizes
+
+    def stem(self, x: torch.Tensor) -> torch.Tensor:
+        return x
+
+    def stage_maps(self, x: torch.Tensor) -> tuple[list[torch.Tensor], torch.Tensor]:
+        maps = []
+        for block in cast(nn.ModuleList, self.net["convs"]):
+            x = block(x)
+            maps.append(x)
+        return maps, self.net["fc"](torch.flatten(self.net["pool"](x), 1))
 
     def feature_map(self, x: torch.Tensor) -> torch.Tensor:
         for block in cast(nn.ModuleList, self.net["convs"]):
@@ -348,6 +430,7 @@ BACKBONES.register("dim32")(_ignore_resnet_options(DCGANEncoder, widths=(64, 128
 BACKBONES.register("dim64")(
     _ignore_resnet_options(DCGANEncoder, widths=(64, 128, 256, 512), input_size=64, local_stage=2)
 )
+BACKBONES.register("alex64")(_ignore_resnet_options(AlexEncoder, input_size=64, local_stage=2))
 BACKBONES.register("amdim32")(_ignore_resnet_options(AMDIMEncoder, ndf=128, n_depth=3, out_dim=1024, input_size=32))
 BACKBONES.register("amdim32-small")(_ignore_resnet_options(AMDIMEncoder, ndf=32, n_depth=1, out_dim=256, input_size=32))
 BACKBONES.register("amdim64")(_ignore_resnet_options(AMDIMEncoder, ndf=128, n_depth=3, out_dim=1024, input_size=64))

@@ -14,6 +14,7 @@ from selfsup.losses import (
     local_global_mi_loss,
     nce_mi_loss,
 )
+from selfsup.losses.dim import gradient_penalty
 from tests.helpers import (
     LOG2,
     sp,
@@ -72,3 +73,47 @@ class TestDIMEstimators:
             jsd_mi_loss(torch.randn(1, 3, 4), torch.randn(1, 4))
         with pytest.raises(ValueError, match="Valid: jsd, nce, dv"):
             local_global_mi_loss(torch.randn(2, 3, 4), torch.randn(2, 4), "kl")
+
+
+class TestPriorGradientPenalty:
+    """The zero-centred gradient penalty of DIM's prior discriminator (rdevon/DIM
+    ``cortex_DIM/functions/gradient_penalty.py``; Mescheder et al. 2018): mean_i ||dD(x_i)/dx_i||^2."""
+
+    def test_is_the_batch_mean_of_each_samples_squared_gradient_norm(self):
+        torch.manual_seed(0)
+        disc = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.Tanh(), torch.nn.Linear(4, 1))
+        w1, b1, w2 = disc[0].weight.detach(), disc[0].bias.detach(), disc[2].weight.detach()[0]
+        x = torch.randn(5, 3).requires_grad_()
+        # by hand: dD/dx = W1^T (w2 * (1 - tanh(W1 x + b1)^2)) for each sample
+        slope = 1 - torch.tanh(x.detach() @ w1.T + b1) ** 2  # (5, 4)
+        grads = (w2 * slope) @ w1  # (5, 3)
+        per_sample = grads.pow(2).sum(1)
+        penalty = gradient_penalty(disc(x), x)
+        assert penalty.item() == pytest.approx(per_sample.mean().item(), rel=1e-5)
+        # not the official code's network(x)[-1], which differentiates the last sample only
+        assert penalty.item() != pytest.approx(per_sample[-1].item() / 5, rel=1e-3)
+
+    def test_is_zero_for_a_constant_discriminator(self):
+        x = torch.randn(6, 4).requires_grad_()
+        flat = torch.nn.Linear(4, 1)
+        torch.nn.init.zeros_(flat.weight)
+        assert gradient_penalty(flat(x), x).item() == 0.0
+        bias = torch.nn.Parameter(torch.ones(1))  # a score that does not depend on x at all
+        assert gradient_penalty(bias.expand(6, 1), x).item() == 0.0
+
+    def test_its_gradient_trains_the_discriminator(self):
+        """D(x) = w.x + b: the penalty is ||w||^2, so it sends 2w to w and nothing to b (create_graph)."""
+        disc = torch.nn.Linear(3, 1)
+        with torch.no_grad():
+            disc.weight.copy_(torch.tensor([[1.0, -2.0, 0.5]]))
+        x = torch.randn(4, 3).requires_grad_()
+        penalty = gradient_penalty(disc(x), x)
+        assert penalty.item() == pytest.approx(5.25)
+        penalty.backward()
+        assert torch.allclose(disc.weight.grad, 2 * disc.weight.detach())
+        assert disc.bias.grad is None or torch.all(disc.bias.grad == 0)
+
+    def test_needs_inputs_that_require_grad(self):
+        x = torch.randn(4, 3)
+        with pytest.raises(ValueError, match="require grad"):
+            gradient_penalty(torch.nn.Linear(3, 1)(x), x)
