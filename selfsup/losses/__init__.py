@@ -23,6 +23,7 @@ from selfsup.losses.dim import (
     MI_ESTIMATORS,
     dim_scores,
     dv_mi_loss,
+    gradient_penalty,
     jsd_mi_loss,
     local_global_mi_loss,
     nce_mi_loss,
@@ -33,7 +34,7 @@ from selfsup.losses.float32 import float32_loss
 from selfsup.losses.moco import moco_infonce, moco_v3_contrastive
 from selfsup.losses.nt_xent import margin_triplet, nt_logistic, nt_xent
 from selfsup.losses.swav import sinkhorn_knopp, swapped_prediction, swav
-from selfsup.losses.tico import tico
+from selfsup.losses.tico import COVARIANCE_BRANCHES, tico
 from selfsup.losses.vicreg import VARIANCE_MODES, VICRegTerms, covariance_term, variance_term, vicreg, vicreg_terms
 from selfsup.losses.wmse import normalized_mse, whiten, wmse
 
@@ -47,12 +48,14 @@ __all__ = [
     "batch_standardize",
     "byol",
     "byol_regression",
+    "COVARIANCE_BRANCHES",
     "covariance_term",
     "cpc_infonce",
     "cross_correlation",
     "dim_scores",
     "dv_mi_loss",
     "float32_loss",
+    "gradient_penalty",
     "infonce_lower_bound",
     "jsd_mi_loss",
     "local_global_mi_loss",

@@ -1,13 +1,18 @@
 """CPC v2: Contrastive Predictive Coding on a grid of image patches (Hénaff et al., ICML 2020; the
-objective of van den Oord, Li, Vinyals 2018, §3.3).
+objective of van den Oord, Li, Vinyals 2018: InfoNCE §2.3, images §3.2).
 
 1. **Patches.** Each image is cut into a grid of overlapping ``patch_size`` patches with stride
    ``patch_stride`` (50 % overlap by default). 32 px images with 8 px patches at stride 4 give a 7x7 grid,
    28 px images a 6x6 grid, and 256 px images with 64 px patches at stride 32 the 7x7 grid of CPC v1;
    rows and columns that do not fit a whole patch are dropped.
-2. **Patch augmentation** (training only, CPC v2 §3): each patch keeps one random colour channel and the
-   other two are set to 0, the dataset mean after normalisation ("colour dropping"; skipped for 1-channel
-   images, which have no colour to drop), and is flipped horizontally with probability
+2. **Patch augmentation** (training only, independently per patch): with ``patch_jitter`` = j > 0 each
+   P px patch keeps a random (P − j) px sub-crop, padded back to P px with 0 around it (centred), so its
+   content moves by up to j/2 px: the spatial jitter of CPC v1 §3.2 ("For each of the 64x64 crops we
+   randomly take a 60x60 subcrop and pad them back to a 64x64 image"; j = 4), which CPC v2 keeps and extends
+   ("The original CPC model spatially jitters individual patches independently. We further this logic by
+   adopting the 'color dropping' method"). Then colour dropping (CPC v2): the patch keeps one random
+   colour channel and the other two are set to 0, the dataset mean after normalisation (skipped for
+   1-channel images, which have no colour to drop); and a horizontal flip with probability
    ``patch_flip_prob``.
 3. **Encoder.** The backbone encodes every patch on its own: the patches are folded into the batch
    dimension, and the backbone must not contain BatchNorm, whose batch statistics would connect the
@@ -26,7 +31,7 @@ objective of van den Oord, Li, Vinyals 2018, §3.3).
    (Lightning-Bolts' ``CPCTask`` does the same).
 
 Evaluation features (``embed``): h = the mean over the grid of the patch features of the un-augmented
-image, z = the mean code (CPC v1 §3.3 mean-pools the patch features).
+image, z = the mean code (CPC v1 §3.2 mean-pools the patch features).
 
 The engine gives one view per image (``aug.num_views=1`` in every preset): the image-level augmentation
 (random resized crop, flip) is the pipeline's; the colour augmentation is the per-patch colour dropping.
@@ -81,6 +86,22 @@ def orient(grid: torch.Tensor, direction: str) -> torch.Tensor:
     raise ValueError(f"unknown direction {direction!r}. Valid: {', '.join(DIRECTIONS)}")
 
 
+def jitter_patches(patches: torch.Tensor, offsets: torch.Tensor, jitter: int) -> torch.Tensor:
+    """Each (C, P, P) patch keeps its (P − j) px sub-crop whose top-left corner is ``offsets[n] = (dy, dx)``
+    (each in 0..j), padded back to P px with zeros, j // 2 rows and columns before it: CPC v1 §3.2's "randomly
+    take a 60x60 subcrop and pad them back to a 64x64 image" (P = 64, j = 4). The content moves by
+    (j // 2 − dy, j // 2 − dx) px."""
+    n, _, p, _ = patches.shape
+    keep, before = p - jitter, jitter // 2
+    grid = torch.arange(p, device=patches.device)
+    inside = (grid >= before) & (grid < before + keep)  # output rows/cols that show the sub-crop
+    rows = (grid[None, :] - before + offsets[:, :1]).clamp(0, p - 1)  # (N, P): source row of each output row
+    cols = (grid[None, :] - before + offsets[:, 1:]).clamp(0, p - 1)
+    index = torch.arange(n, device=patches.device)[:, None, None]
+    moved = patches[index, :, rows[:, :, None], cols[:, None, :]].permute(0, 3, 1, 2)  # (N, C, P, P)
+    return moved * (inside[:, None] & inside[None, :]).to(patches.dtype)
+
+
 class CausalConv2d(nn.Module):
     """A (rows x cols) convolution whose output row i sees only input rows i − rows + 1 .. i
     (zero padding above, none below; 'same' padding left and right)."""
@@ -112,7 +133,7 @@ class _CausalBlock(nn.Module):
 
 class ContextNetwork(nn.Module):
     """CPC's autoregressive context network over a code grid: (B, D, rows, cols) -> (B, width, rows, cols),
-    where output row i depends only on input rows <= i (PixelCNN-style masking, CPC v1 §3.3)."""
+    where output row i depends only on input rows <= i (PixelCNN-style masking, CPC v1 §3.2)."""
 
     def __init__(self, in_dim: int, width: int, blocks: int, rows: int = 3) -> None:
         super().__init__()
@@ -143,6 +164,7 @@ class CPC(Method):
         num_negatives: int = 0
         color_drop: bool = True
         patch_flip_prob: float = 0.5
+        patch_jitter: int = 0
 
     _image_level = {
         "aug.num_views": 1,
@@ -163,9 +185,13 @@ class CPC(Method):
         "directions": one_of(*DIRECTIONS),
         "num_negatives": NON_NEGATIVE,
         "patch_flip_prob": PROBABILITY,
+        "patch_jitter": NON_NEGATIVE,
     }
 
     presets = {
+        # docs/methods/cpc.md, "The imagenet preset, item by item": CPC v2 where its text could be verified
+        # (LayerNorm, four directions, colour dropping per patch on top of CPC v1's patch jitter), CPC v1 §3.2
+        # where v2's appendix could not be read (geometry, crop, Adam 2e-4, batch 32 x 16 = 512).
         "imagenet": {
             "backbone": "resnet50",
             "stem": "imagenet",
@@ -183,9 +209,14 @@ class CPC(Method):
             "latent_dim": 1024,
             "context_dim": 1024,
             "context_blocks": 5,
-            "directions": ("top_down", "bottom_up", "left_right", "right_left"),
+            "directions": DIRECTIONS,
+            "color_drop": True,
+            "patch_jitter": 4,
+            "patch_flip_prob": 0.5,
             "aug.image_size": 256,
-            "aug.crop_scale": (0.3, 1.0),
+            # v1: "randomly cropped from a 300x300 image": a crop of fixed area (256/300)^2 and aspect 1
+            "aug.crop_scale": (0.73, 0.73),
+            "aug.crop_ratio": (1.0, 1.0),
             **_image_level,
         },
         "small": {
@@ -236,6 +267,8 @@ class CPC(Method):
         unknown = [d for d in args.directions if d not in DIRECTIONS]
         if unknown or not args.directions:
             raise ValueError(f"unknown or no directions {list(args.directions)}. Valid: {', '.join(DIRECTIONS)}")
+        if not 0 <= args.patch_jitter < args.patch_size:
+            raise ValueError(f"need 0 <= patch_jitter < patch_size, got {args.patch_jitter} and {args.patch_size}")
         if not 1 <= args.min_offset <= args.max_offset:
             raise ValueError(f"need 1 <= min_offset <= max_offset, got {args.min_offset} and {args.max_offset}")
         self.code_head = nn.Linear(backbone.out_dim, args.latent_dim)
@@ -273,9 +306,13 @@ class CPC(Method):
         return torch.rand(total, *shape)[start : start + count]
 
     def augment_patches(self, patches: torch.Tensor) -> torch.Tensor:
-        """Colour dropping (RGB only) and horizontal flips, independently per patch (CPC v2 §3)."""
+        """Spatial jitter (``patch_jitter``, CPC v1 §3.2), colour dropping (RGB only, CPC v2) and horizontal
+        flips, independently per patch."""
         n, c = patches.shape[:2]
         draws = self._draw(n, 2).to(patches.device)
+        if self.args.patch_jitter:
+            offsets = (self._draw(n, 2) * (self.args.patch_jitter + 1)).long().clamp(max=self.args.patch_jitter)
+            patches = jitter_patches(patches, offsets.to(patches.device), self.args.patch_jitter)
         if self.args.color_drop and c == 3:
             keep = (draws[:, 0] * 3).long().clamp(max=2)
             mask = F.one_hot(keep, 3).to(patches.dtype)[:, :, None, None]

@@ -16,6 +16,13 @@ Details that follow the official code (facebookresearch/swav ``main_swav.py``, `
   of the assignment crops, newest first; its length is rounded down to a multiple of the global
   batch; once full, the prototype scores of its rows are prepended before Sinkhorn.
 
+**Prototype scores in float32 (a departure).** The scores s = C z (of the batch and of the queue) are
+computed with autocast disabled, in float32, as the losses are (:mod:`selfsup.losses.float32`):
+Sinkhorn takes exp(s/ε) with ε = 0.05, and bf16's ~3 significant digits on s ∈ [−1, 1] (a rounding
+error up to 2⁻⁹ ≈ 0.002 near |s| = 1) become errors up to about 4 % in exp(s/ε). The official code,
+under apex O1 (``--use_fp16 true`` in every script), computes the prototype layer's ``F.linear`` in fp16
+(10 mantissa bits; bf16 has 7).
+
 **The queue under DDP.** The official code keeps a queue shard per GPU. Here the queue is a buffer
 that holds the *global* embeddings (gathered without gradient) and is identical on every rank, so
 that (a) DistributedDataParallel's buffer broadcast from rank 0 cannot overwrite a rank's own shard,
@@ -35,6 +42,7 @@ from torch import nn
 
 from selfsup import distributed as dist
 from selfsup.checks import NON_NEGATIVE, POSITIVE, at_least
+from selfsup.losses.float32 import at_least_float32
 from selfsup.losses.swav import swav
 from selfsup.methods.base import Method, Progress, StepOutput, register_method
 from selfsup.models.backbones import Backbone
@@ -78,6 +86,10 @@ class SwAV(Method):
         "imagenet": {
             "backbone": "resnet50",
             "stem": "imagenet",
+            # --sync_bn apex --syncbn_process_group_size 8 in the large-batch scripts: BN statistics of one
+            # 8-GPU node (8 x 64 images per crop size); the batch-256 scripts sync globally
+            "sync_bn": True,
+            "sync_bn_group": 8,
             "batch_size": 4096,
             "epochs": 800,
             "optimizer": "lars",
@@ -172,6 +184,14 @@ class SwAV(Method):
         """Project every prototype back onto the unit sphere (done before every step, as the official code)."""
         self.prototypes.weight.copy_(F.normalize(self.prototypes.weight, dim=1))
 
+    def prototype_scores(self, z: torch.Tensor) -> torch.Tensor:
+        """s = C z, the cosine similarities of unit embeddings z (N, latent_dim) to the K unit prototypes,
+        (N, K) in (at least) float32 with autocast disabled: the input of the Sinkhorn-Knopp codes exp(s/ε) and of the
+        swapped prediction's softmax(s/τ) (SwAV §3.1, Eq. 2). Gradients reach z and the prototypes as through
+        ``self.prototypes(z)``."""
+        with torch.autocast(device_type=z.device.type, enabled=False):
+            return F.linear(at_least_float32(z), at_least_float32(self.prototypes.weight))
+
     def embed_crops(self, views: Sequence[torch.Tensor]) -> torch.Tensor:
         """Unit embeddings of every crop, concatenated in crop order: one backbone pass per run of
         equal-size crops, one projector pass over all crops."""
@@ -206,8 +226,7 @@ class SwAV(Method):
         share = size // world
         start = (dist.rank() if self.gather_distributed else 0) * share
         rows = self.queue[:, start : start + share]
-        with torch.autocast(device_type=rows.device.type, enabled=False):  # float32 scores for Sinkhorn
-            return [rows[i] @ self.prototypes.weight.float().T for i in range(len(rows))]
+        return [self.prototype_scores(rows[i]) for i in range(len(rows))]
 
     @torch.no_grad()
     def push_to_queue(self, embeddings: Sequence[torch.Tensor]) -> None:
@@ -233,7 +252,7 @@ class SwAV(Method):
             )
         self.normalize_prototypes()
         z_all = self.embed_crops(views)
-        scores = list(self.prototypes(z_all).chunk(len(views)))
+        scores = list(self.prototype_scores(z_all).chunk(len(views)))
         z = z_all.chunk(len(views))
         use_queue = a.queue_length > 0 and progress.epoch >= a.queue_start_epoch
         extra = self.queue_scores(z[0].shape[0]) if use_queue else None

@@ -10,6 +10,12 @@ benchmark and sayannag/TiCo-pytorch compute the second view with a BYOL-style mo
 instead. We default to the paper's shared encoder, which is cheaper (one network, no copy) and
 what the loss is derived for; ``--set ema_target=true`` gives the re-implementations' variant, with
 τ rising from ``momentum_base`` to 1 on BYOL's cosine schedule.
+
+**Which branch updates C (``covariance_branch``), default ``same``.** Both reference codes
+(sayannag/TiCo-pytorch, lightly) update C with the first branch z' (the online branch when ``ema_target`` is
+set), so that at β = 0 the covariance term is the same-view pairwise form (ρ/N²) Σ_ij (z'_i·z'_j)².
+``--set covariance_branch=other`` updates C with the second view's embedding z'' instead, which at β = 0 gives
+the cross-view pairwise form (ρ/N²) Σ_ij (z'_i·z''_j)² (:func:`selfsup.losses.tico`).
 """
 
 from __future__ import annotations
@@ -20,8 +26,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from selfsup.checks import NON_NEGATIVE, PROBABILITY, Range, at_least
-from selfsup.losses.tico import tico
+from selfsup.checks import NON_NEGATIVE, PROBABILITY, Range, at_least, one_of
+from selfsup.losses.tico import COVARIANCE_BRANCHES, tico
 from selfsup.methods.base import CPU_LARS, Progress, StepOutput, register_method
 from selfsup.methods.momentum import MomentumMethod
 from selfsup.models.backbones import Backbone
@@ -42,6 +48,7 @@ class TiCo(MomentumMethod):
         rho: float = 8.0
         ema_target: bool = False
         momentum_base: float = 0.99
+        covariance_branch: str = "same"
 
     ranges = {
         "latent_dim": at_least(1),
@@ -49,6 +56,7 @@ class TiCo(MomentumMethod):
         "beta": Range(0, 1, high_open=True),
         "rho": NON_NEGATIVE,
         "momentum_base": PROBABILITY,
+        "covariance_branch": one_of(*COVARIANCE_BRANCHES),
     }
 
     presets = {
@@ -109,6 +117,8 @@ class TiCo(MomentumMethod):
                 z2 = self.momentum_projector(self.momentum_backbone(views[1]))
         else:
             z2 = self.project(self.backbone(views[1]))
-        loss, C_new = tico(z1, z2, self.C, self.args.beta, self.args.rho, self.gather_distributed)
+        a = self.args
+        # C is updated with z1 (covariance_branch="same") or with the second view's z2 ("other")
+        loss, C_new = tico(z1, z2, self.C, a.beta, a.rho, self.gather_distributed, a.covariance_branch)
         self.C.copy_(C_new)
         return StepOutput(loss, {}, z1)

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import pytest
 import torch
+import torch.nn.functional as F
 
-from selfsup.methods.cpc import extract_patches, orient
+from selfsup.methods.cpc import DIRECTIONS, extract_patches, jitter_patches, orient, patch_grid
 from selfsup.models import build_backbone
+from selfsup.presets import resolve_config
 from tests.helpers import (
     make_method,
 )
@@ -94,3 +96,52 @@ class TestCPCGrid:
         assert 120 < int(flipped.sum()) < 280 and 80 < int((channel == 0).sum()) < 190
         grey = torch.rand(10, 1, 8, 8) + 1
         assert bool((cpc.augment_patches(grey).abs().sum(dim=(1, 2, 3)) > 0).all())  # nothing to drop
+
+    @pytest.mark.parametrize("jitter", [2, 3])
+    def test_patch_jitter_keeps_a_sub_crop_padded_back_around_it(self, jitter):
+        """CPC v1 §3.2: a random (P - j) px sub-crop of every patch, padded back to P px (j // 2 before it)."""
+        patches = torch.rand(10, 3, 8, 8) + 1
+        keep, before = 8 - jitter, jitter // 2
+        for dy in range(jitter + 1):
+            for dx in range(jitter + 1):
+                out = jitter_patches(patches, torch.tensor([[dy, dx]] * 10), jitter)
+                sub = patches[:, :, dy : dy + keep, dx : dx + keep]
+                assert torch.equal(out, F.pad(sub, (before, jitter - before, before, jitter - before))), (dy, dx)
+
+    def test_patch_jitter_draws_every_offset_per_patch(self):
+        cpc = make_method(
+            "cpc", "patchnet-small", {"patch_jitter": 2, "color_drop": False, "patch_flip_prob": 0.0}, norm="group"
+        )
+        patches = torch.rand(300, 3, 8, 8) + 1
+        torch.manual_seed(4)
+        out = cpc.augment_patches(patches)
+        candidates = {
+            (dy, dx): F.pad(patches[:, :, dy : dy + 6, dx : dx + 6], (1, 1, 1, 1)) for dy in range(3) for dx in range(3)
+        }
+        matches = torch.stack([(out == c).flatten(1).all(1) for c in candidates.values()], dim=1)  # (300, 9)
+        assert torch.equal(matches.sum(1), torch.ones(300, dtype=torch.long))  # each patch: exactly one offset
+        assert bool((matches.sum(0) > 10).all())  # all nine offsets drawn
+
+    def test_patch_jitter_must_leave_pixels(self):
+        with pytest.raises(ValueError, match="patch_jitter"):
+            make_method("cpc", "patchnet-small", {"patch_size": 8, "patch_jitter": 8}, norm="group")
+
+
+class TestCPCImagenetPreset:
+    def test_resolves_with_the_verified_settings(self):
+        """CPC v2: LayerNorm, all four directions, colour dropping per patch; CPC v1 §3.2 where v2's appendix
+        could not be verified: 64 px patches at 32 px stride on 256 px images (a 7x7 grid), 60-of-64 px patch
+        jitter, a 256 crop of fixed area (256/300)^2, flips with p = 0.5, Adam 2e-4, batch 32 x 16 = 512."""
+        cfg = resolve_config("cpc", "imagenet")
+        a = cfg.method_args
+        assert cfg.norm == "layer"
+        assert tuple(a["directions"]) == DIRECTIONS == ("top_down", "bottom_up", "left_right", "right_left")
+        assert a["color_drop"] is True
+        assert (a["patch_size"], a["patch_stride"], cfg.augment.image_size) == (64, 32, 256)
+        assert patch_grid(cfg.augment.image_size, a["patch_size"], a["patch_stride"]) == 7
+        assert a["patch_jitter"] == 4 and a["patch_size"] - a["patch_jitter"] == 60
+        assert (a["min_offset"], a["max_offset"]) == (2, 5)  # v1: "We predict up to five rows"
+        assert cfg.augment.crop_scale == (0.73, 0.73) and cfg.augment.crop_ratio == (1.0, 1.0)
+        assert cfg.augment.flip_prob == (0.5,) and a["patch_flip_prob"] == 0.5
+        assert cfg.augment.num_views == 1 and cfg.augment.grayscale_prob == (0.0,)
+        assert (cfg.optimizer, cfg.lr, cfg.batch_size) == ("adam", 2e-4, 512)

@@ -7,6 +7,7 @@ import math
 import pytest
 import torch
 
+import selfsup.methods.swav as swav_module
 from selfsup.losses import (
     swav,
 )
@@ -96,3 +97,41 @@ class TestSwAVMethod:
         method = make_method("swav", **SWAV_TINY, queue_length=4, queue_start_epoch=0)
         with pytest.raises(ValueError, match="queue_length=4"):
             method([images(), images(seed=1)], progress())
+
+
+class TestSwAVPrototypeScores:
+    def test_scores_fed_to_the_loss_are_float32_under_bf16_autocast(self, monkeypatch):
+        """Under CPU bf16 autocast, the scores the step hands to the loss are float32 and equal z Cᵀ computed
+        without autocast; the prototype layer run under autocast (the negative control) gives bf16 scores
+        that are visibly off."""
+        method = make_method("swav", **SWAV_TINY)
+        views = [images(8, 8, 0), images(8, 8, 1)]
+        g = torch.Generator().manual_seed(5)
+        z = torch.nn.functional.normalize(torch.randn(16, 8, generator=g), dim=1)  # float32 unit embeddings
+        monkeypatch.setattr(method, "embed_crops", lambda crops: z)
+        seen: list[torch.Tensor] = []
+
+        def capture(scores, *args, **kwargs):
+            seen.extend(s.detach() for s in scores)
+            return swav(scores, *args, **kwargs)
+
+        monkeypatch.setattr(swav_module, "swav", capture)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            method(views, progress())
+            in_layer = method.prototypes(z)  # what the step computed before: the layer under autocast
+        expected = z @ method.prototypes.weight.detach().T  # no autocast: float32
+        assert [s.dtype for s in seen] == [torch.float32, torch.float32]
+        assert torch.allclose(torch.cat(seen), expected, rtol=0, atol=1e-6)
+        assert in_layer.dtype == torch.bfloat16
+        assert (in_layer.float() - expected).abs().max() > 1e-4  # bf16 rounding, which the float32 path avoids
+
+    def test_queue_scores_are_float32_under_bf16_autocast(self):
+        method = make_method("swav", **SWAV_TINY, queue_length=8, queue_start_epoch=0)
+        with torch.no_grad():
+            method.queue.copy_(torch.nn.functional.normalize(torch.randn(2, 8, 8), dim=2))
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            scores = method.queue_scores(8)
+        assert scores is not None
+        for i, s in enumerate(scores):
+            assert s is not None and s.dtype == torch.float32
+            assert torch.allclose(s, method.queue[i] @ method.prototypes.weight.T, rtol=0, atol=1e-6)
