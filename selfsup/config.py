@@ -68,9 +68,11 @@ class AugmentConfig:
     def resolved(self, native_size: int) -> AugmentConfig:
         """Fill the ``None`` fields with defaults that fit the image size.
 
-        For images of 64 px or less (Fashion-MNIST, CIFAR) the CIFAR recipes use crop scale
-        (0.2, 1) and no blur (SimCLR Appendix B.9; solo-learn's CIFAR configs); larger
-        images use the ImageNet values (0.08, 1) and blur with p = 0.5.
+        For images of 64 px or less (Fashion-MNIST, CIFAR): crop scale (0.2, 1), the crop of MoCo v2 and
+        SimSiam (``RandomResizedCrop(scale=(0.2, 1.))``) and of W-MSE's CIFAR recipe, which keeps more of a
+        small image than Inception's (0.08, 1); and no blur, as every CIFAR recipe (SimCLR Appendix B.9). Larger
+        images get the ImageNet values: crop (0.08, 1) and blur with p = 0.5 (SimCLR Appendix A). A method's
+        preset overrides either, e.g. SimCLR's CIFAR recipe crops (0.08, 1), as its ImageNet one.
         """
         size = self.image_size or native_size
         small = size <= 64
@@ -103,7 +105,8 @@ class TrainConfig:
     stem: str = "cifar"
     zero_init_residual: bool = False
     norm: str = "batch"
-    sync_bn: bool = False
+    sync_bn: bool = False  # BatchNorm over the global batch when several processes train (selfsup.cross_rank_bn)
+    sync_bn_group: int = 0  # sync within groups of this many consecutive ranks (SwAV: 8); 0: every rank
     # optimisation
     epochs: int = 100
     batch_size: int = 256

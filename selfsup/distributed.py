@@ -100,6 +100,14 @@ def gather(tensor: torch.Tensor, with_grad: bool = True) -> torch.Tensor:
     return torch.cat(parts, dim=0)
 
 
+def scale_gradient(tensor: torch.Tensor, factor: float) -> torch.Tensor:
+    """``tensor`` unchanged in value, its gradient multiplied by ``factor`` (to reproduce a reference code's
+    gradient scale without changing the logged loss)."""
+    if factor == 1.0:
+        return tensor
+    return tensor.detach() + factor * (tensor - tensor.detach())
+
+
 def all_reduce_sum(tensor: torch.Tensor) -> torch.Tensor:
     """In-place sum over ranks of a tensor that carries no gradient (Sinkhorn sums, statistics)."""
     if is_distributed():

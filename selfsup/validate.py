@@ -61,6 +61,7 @@ RUN_RANGES: dict[str, Range] = {
     "data_path": one_of(*DATA_PATHS),
     "memory_budget_mb": NON_NEGATIVE,
     "channels": one_of(0, 1, 3),
+    "sync_bn_group": NON_NEGATIVE,
     "max_bad_fraction": BELOW_ONE,
     "train_subset": NON_NEGATIVE,
     "max_steps": at_least(1),
@@ -134,6 +135,7 @@ def validate(cfg: TrainConfig) -> None:
     method_cls, _ = split_variant(cfg.method)
     args = method_cls.make_args(cfg.method_args)
     method_cls.check_args(args)
+    method_cls.check_config(args, cfg)
     check_views(method_cls, args, cfg)
 
 

@@ -24,8 +24,8 @@ from selfsup.models import build_backbone
 TINY_ARGS: dict[str, dict] = {
     "byol": {"hidden_dim": 32, "pred_hidden_dim": 32, "latent_dim": 16},
     "simsiam": {"hidden_dim": 32, "pred_hidden_dim": 8, "latent_dim": 16},
-    "moco-v1": {"version": "v1", "latent_dim": 16, "queue_size": 32, "temperature": 0.07},
-    "moco-v2": {"version": "v2", "hidden_dim": 32, "latent_dim": 16, "queue_size": 32},
+    "moco-v1": {"version": "v1", "latent_dim": 16, "queue_size": 32, "temperature": 0.07, "shuffle_bn_groups": 2},
+    "moco-v2": {"version": "v2", "hidden_dim": 32, "latent_dim": 16, "queue_size": 32, "shuffle_bn_groups": 2},
     "moco-v3": {"version": "v3", "hidden_dim": 32, "pred_hidden_dim": 32, "latent_dim": 16, "temperature": 1.0},
 }
 """Small heads for the methods with a momentum target or a predictor (``tiny_method``)."""

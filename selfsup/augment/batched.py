@@ -496,12 +496,16 @@ class BatchedViewAugmenter:
         *,
         device: torch.device | str = "cpu",
         flip: Tensor | None = None,
+        rows: tuple[int, int] | None = None,
     ) -> ViewParams:
         """Per-sample parameters of view ``view``, drawn on the CPU from ``generator`` (a CPU generator),
         then moved to ``device``. ``flip`` overrides the drawn flips (for ``shared_flip``); the draws
-        are the same either way, so the generator advances identically."""
+        are the same either way, so the generator advances identically. ``rows = (start, total)``: the
+        parameters are drawn for a global batch of ``total`` images and rows ``start:start + batch_size`` are
+        kept, so that N ranks together draw what one process draws for the whole batch."""
         hw = (int(image_hw[0]), int(image_hw[1]))
-        u = torch.rand(batch_size, _DRAWS, generator=generator, dtype=torch.float64)
+        start, total = rows or (0, batch_size)
+        u = torch.rand(total, _DRAWS, generator=generator, dtype=torch.float64)[start : start + batch_size]
         params = params_from_uniforms(u, self.cfg, self.specs[view], hw, flip)
         params.selected()  # index sets computed on the CPU: no device sync later
         return params if torch.device(device).type == "cpu" else params.to(device)
@@ -572,17 +576,20 @@ class BatchedViewAugmenter:
             )
         return self._stats[device]
 
-    def __call__(self, images: Tensor, generator: torch.Generator) -> list[Tensor]:
+    def __call__(self, images: Tensor, generator: torch.Generator, rows: tuple[int, int] | None = None) -> list[Tensor]:
         """images: uint8 ``(B, C, H, W)`` on any device. Returns one float32 tensor per view (large views
-        first, then small crops), normalised, on ``images.device``."""
+        first, then small crops), normalised, on ``images.device``. ``rows``: see :meth:`sample_params`."""
         if images.ndim != 4 or images.shape[1] != self.channels:
             raise ValueError(f"expected (B, {self.channels}, H, W) images, got shape {tuple(images.shape)}")
         b, _, h, w = images.shape
+        start, total = rows or (0, b)
         shared = None
         if self.cfg.shared_flip:
-            shared = torch.rand(b, generator=generator) < self.cfg.for_view(0, "flip_prob")
+            shared = (torch.rand(total, generator=generator) < self.cfg.for_view(0, "flip_prob"))[start : start + b]
         views = []
         for spec in self.specs:
-            params = self.sample_params(b, spec.index, generator, (h, w), device=images.device, flip=shared)
+            params = self.sample_params(
+                b, spec.index, generator, (h, w), device=images.device, flip=shared, rows=(start, total)
+            )
             views.append(self.apply(images, params, spec.size))
         return views

@@ -51,5 +51,5 @@ class BatchedPipeline:
         for batch in range(start_batch, len(self)):
             index = self.sharding.local_indices(order, batch)
             images = self.images[index].to(self.device, non_blocking=True)
-            views = self.augmenter(images, batch_generator(self.seed, epoch, batch, self.rank))
+            views = self.augmenter(images, batch_generator(self.seed, epoch, batch), self.sharding.rows())
             yield ViewBatch(views, index, batch_labels(self.dataset.labels, index))

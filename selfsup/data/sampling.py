@@ -3,7 +3,8 @@ draws, the collation of worker outputs, and the batch it yields.
 
 All pipelines (:mod:`selfsup.data.in_memory`, :mod:`selfsup.data.streaming`, :mod:`selfsup.data.per_image`)
 are deterministic: the order of an epoch depends only on ``(seed, epoch)``, and the augmentation randomness
-only on ``(seed, epoch, batch, rank)`` or ``(seed, epoch, image)``, all mixed by :func:`mix_seed`. Resuming at
+only on ``(seed, epoch, batch)`` (drawn for the global batch, each rank keeping its rows) or ``(seed, epoch,
+image)``, all mixed by :func:`mix_seed`: N ranks see exactly the views one process would. Resuming at
 batch ``k`` of an epoch therefore replays exactly the batches an uninterrupted run sees.
 """
 
@@ -59,9 +60,11 @@ def epoch_order(num_items: int, seed: int, epoch: int) -> torch.Tensor:
     return torch.randperm(num_items, generator=generator)
 
 
-def batch_generator(seed: int, epoch: int, batch: int, rank: int) -> torch.Generator:
-    """The CPU generator of one batch's augmentation parameters on one rank."""
-    return torch.Generator().manual_seed(mix_seed(seed, epoch, batch, rank))
+def batch_generator(seed: int, epoch: int, batch: int) -> torch.Generator:
+    """The CPU generator of one global batch's augmentation parameters: the same on every rank, which draws
+    the parameters of the whole global batch and keeps its own rows (:meth:`Sharding.rows`), so that N
+    ranks augment exactly as one process would."""
+    return torch.Generator().manual_seed(mix_seed(seed, epoch, batch, 0))
 
 
 class Sharding:
@@ -83,6 +86,10 @@ class Sharding:
 
     def __len__(self) -> int:
         return self.num_items // self.global_batch
+
+    def rows(self) -> tuple[int, int]:
+        """``(first row, global batch)``: where this rank's slice sits in the global batch."""
+        return self.rank * self.local_batch, self.global_batch
 
     def local_indices(self, order: torch.Tensor, batch: int) -> torch.Tensor:
         start = batch * self.global_batch + self.rank * self.local_batch

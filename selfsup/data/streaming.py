@@ -12,7 +12,8 @@ Work is split where it is cheapest:
   with the batched ops of :class:`selfsup.augment.BatchedViewAugmenter` (its colour stage).
 
 Randomness is deterministic, like the other paths: the crops and flips of image ``index`` depend on
-``(seed, epoch, index)`` only, the colour parameters of a batch on ``(seed, epoch, batch, rank)``.
+``(seed, epoch, index)`` only, the colour parameters of a batch on ``(seed, epoch, batch)`` (drawn for the
+global batch; each rank keeps its rows).
 A file that cannot be read is replaced by the next readable one (:func:`~selfsup.data.bad_images.first_readable`)
 and named in one warning; more than ``max_bad_fraction`` of them fail the run.
 The crop distribution is torchvision's ``RandomResizedCrop.get_params`` (vectorised in
@@ -205,12 +206,12 @@ class StreamingPipeline:
         for batch, (crops, index, failures) in enumerate(loader, start=start_batch):
             self.bad.add_failures(failures, self.crops.files)
             self.bad.check_replaced(index)
-            generator = batch_generator(self.seed, epoch, batch, self.rank)
+            generator = batch_generator(self.seed, epoch, batch)
             views = []
             for spec, crop in zip(self.crops.specs, crops):
                 crop = crop.to(self.device, non_blocking=True)
                 params = self.augmenter.sample_params(
-                    len(crop), spec.index, generator, crop.shape[-2:], device=self.device
+                    len(crop), spec.index, generator, crop.shape[-2:], device=self.device, rows=self.sharding.rows()
                 )
                 views.append(self.augmenter.colour(crop, params))
             yield ViewBatch(views, index, batch_labels(self.dataset.labels, index))

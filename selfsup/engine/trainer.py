@@ -36,6 +36,7 @@ from selfsup import runtime
 from selfsup.augment.views import require_resolved
 from selfsup.checkpoint import remove_stale_temporaries, save_checkpoint
 from selfsup.config import ConfigError, TrainConfig
+from selfsup.cross_rank_bn import convert_batchnorm
 from selfsup.data import ViewBatch, build_pipeline, run_dataset
 from selfsup.data.base import ImageDataset
 from selfsup.engine import autotune
@@ -80,6 +81,8 @@ class Trainer:
         self.stop_requests = StopRequests()
         self._stop_signal = 0
         self._last_save = time.monotonic()
+        self._nonfinite: torch.Tensor | None = None  # a non-finite loss since the flags were last read
+        self.check_every = 1
 
     # ------------------------------------------------------------------ setup
 
@@ -92,8 +95,6 @@ class Trainer:
         dist.init_from_env(self.device.type)
         self.rank, self.world = dist.rank(), dist.world_size()
         self.main = self.rank == 0
-        if cfg.sync_bn and self.world > 1 and self.device.type != "cuda":
-            raise ConfigError("sync_bn=true needs CUDA GPUs: PyTorch's SyncBatchNorm does not run on the CPU")
         if cfg.batch_size % self.world:
             raise ConfigError(
                 f"--batch-size {cfg.batch_size} is the global batch and must be divisible by the {self.world} processes"
@@ -131,10 +132,14 @@ class Trainer:
             raise ConfigError(f"{cfg.method} trains with labels, and the {cfg.dataset} images have none")
         if self.device.type == "cpu":
             guard_bf16_convolutions(self.method)
-        if cfg.sync_bn and self.world > 1:
-            self.method = nn.SyncBatchNorm.convert_sync_batchnorm(self.method)
         self.method.to(self.device)
-        self.runtime_trial = self._settle_runtime()
+        self.runtime_trial = self._settle_runtime()  # on copies, before BN is synced (copies of process groups fail)
+        self._nonfinite = None  # the trial's steps are not the run's
+        # on CUDA the finiteness and stop flags are read with the logged loss, not after every step (see
+        # _check_finite); on the CPU reading them costs nothing
+        self.check_every = max(1, cfg.log_every) if self.device.type == "cuda" else 1
+        if cfg.sync_bn:
+            self.method = cast(Method, convert_batchnorm(self.method, self.device.type, cfg.sync_bn_group))
         self.amp_dtype = runtime.precision_dtype(cfg.precision)
         self.channels_last = cfg.channels_last == "true"
         self.memory_format = torch.channels_last if self.channels_last else torch.contiguous_format
@@ -173,6 +178,9 @@ class Trainer:
         finite first, so a checkpoint is never poisoned: a diverged run keeps its last good one)."""
         if not self.main:
             return
+        if self._nonfinite is not None:  # flags not read yet (CUDA): a NaN loss since then stops here; rank 0
+            self._read_flags(step - 1, epoch, collective=False)  # saves alone, so no collective
+
         bad = first_nonfinite(self.method)
         if bad is not None:
             raise TrainingDiverged(
@@ -488,20 +496,35 @@ class Trainer:
 
     def _check_finite(self, loss: torch.Tensor, step: int, epoch: int) -> None:
         """Stop if the loss is not finite (on any rank), and note a stop request (a signal on any rank), so
-        that every rank stops after the same step: both travel in one all-reduce under DDP."""
-        finite = bool(torch.isfinite(loss.detach()).all()) if not dist.is_distributed() else True
-        signum = self.stop_requests.signum
-        if dist.is_distributed():
-            flags = torch.tensor(
-                [0.0 if torch.isfinite(loss.detach()).all() else 1.0, float(signum)], device=loss.device
-            )
+        that every rank stops after the same step: both travel in one all-reduce under DDP.
+
+        On the CPU the flags are read after every forward pass, before the backward one. On CUDA reading a
+        device value makes the host wait for the GPU, which would serialise every step, so the non-finite flag
+        is accumulated on the device and read every ``check_every`` (= ``log_every``) steps, with the logged
+        loss (which waits anyway). A NaN can then reach the weights for up to ``log_every - 1`` steps, but not
+        a checkpoint: :meth:`_save` reads the flags and checks every weight and buffer first."""
+        bad = ~torch.isfinite(loss.detach()).all()
+        self._nonfinite = bad if self._nonfinite is None else self._nonfinite | bad
+        if (step + 1) % self.check_every == 0:
+            self._read_flags(step, epoch)
+
+    def _read_flags(self, step: int, epoch: int, collective: bool = True) -> None:
+        """Read (and under DDP, if ``collective``, agree on) the pending non-finite flag and the stop request."""
+        device = self._nonfinite.device if self._nonfinite is not None else self.device
+        pending = self._nonfinite if self._nonfinite is not None else torch.zeros((), dtype=torch.bool, device=device)
+        self._nonfinite = None
+        flags = torch.stack([pending.float(), torch.tensor(float(self.stop_requests.signum), device=device)])
+        if collective and dist.is_distributed():
             torch.distributed.all_reduce(flags, op=torch.distributed.ReduceOp.MAX)
-            finite, signum = flags[0].item() == 0.0, int(flags[1].item())
-        self._stop_signal = signum
-        if finite:
+        nonfinite, signum = bool(flags[0].item()), int(flags[1].item())
+        if collective:
+            self._stop_signal = signum
+        if not nonfinite:
             return
+        every = self.check_every
+        when = f"at step {step + 1}" if every == 1 else f"within the {every} steps up to {step + 1}"
         raise TrainingDiverged(
-            f"the loss became {to_float(loss)} at step {step + 1} (epoch {epoch + 1}); training stopped and "
+            f"the loss became nan or infinite {when} (epoch {epoch + 1}); training stopped and "
             f"{self._kept()}. {self._recovery()}"
         )
 

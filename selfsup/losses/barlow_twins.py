@@ -18,7 +18,7 @@ which PyTorch does not run on the CPU. Here, with ``gather_distributed``, both e
 with gradients (:func:`selfsup.distributed.gather`) and the statistics and C are computed from the
 global batch on every rank: the loss is the one-process loss, identical on every rank, and the
 gather's backward (an all-reduce of the gradients) combined with DDP's averaging gives exactly the
-one-process gradient (``tests/test_distributed_swav_barlow.py``). The price is that every rank computes
+one-process gradient (``tests/distributed/test_equivalence.py``). The price is that every rank computes
 the D × D product of the global batch instead of its share of it; at D = 8192 and N = 2048 that is about
 0.3 TFLOP per step per rank, small next to the ResNet-50.
 """

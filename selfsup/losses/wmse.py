@@ -35,7 +35,7 @@ checkpoints, so that a resumed run draws the same permutations.
 **Distributed.** The official code is single-GPU, so its sub-batches are drawn from the whole batch.
 With ``gather_distributed`` the embeddings are gathered with gradients and every rank computes the
 loss of the global batch, with rank 0's permutation (broadcast through an all-reduce): the loss and
-the gradients equal those of one process (``tests/test_distributed_swav_barlow.py``). Without it, each
+the gradients equal those of one process (``tests/distributed/test_equivalence.py``). Without it, each
 rank whitens sub-batches of its own shard.
 """
 

@@ -14,6 +14,16 @@ and ``lars_exclude_1d=true``, which split the 1-D parameters off).
 
 ``scale_loss`` multiplies the loss: 1 in the current official code; the first release and ports of it
 (solo-learn's CIFAR recipe: 0.1) use it instead of the separate bias learning rate.
+
+``rank_local_gradient`` reproduces the official code's gradient under DDP. It sums the ranks' parts of C with
+``torch.distributed.all_reduce``, which autograd does not see: each rank back-propagates dL/dC through its
+own samples only and DDP then averages, so the applied gradient is 1/W of the loss's gradient with W ranks
+(barlowtwins issue #8; lightly fixed the same pattern in PR #1980). Our loss gathers with gradients and gets
+the exact gradient; with the option, its gradient (not its value) is divided by W. LARS's trust ratio cancels
+the scale for the weights but not for the 1-D parameters, which skip the adaptation and so take a W times
+smaller step: the ``imagenet`` preset turns it on, so that ``torchrun`` with the recipe's 32 processes does
+what the official code does (``tests/distributed/test_official_gradients.py``). In one process it changes
+nothing.
 """
 
 from __future__ import annotations
@@ -24,6 +34,7 @@ from typing import Any
 
 import torch
 
+from selfsup import distributed as dist
 from selfsup.checks import NON_NEGATIVE, POSITIVE, at_least
 from selfsup.losses.barlow_twins import barlow_twins_terms
 from selfsup.methods.base import CPU_LARS, Method, Progress, StepOutput, register_method
@@ -44,6 +55,7 @@ class BarlowTwins(Method):
         bn_eps: float = 1e-5
         bias_lr_mult: float = 0.024
         scale_loss: float = 1.0
+        rank_local_gradient: bool = False
 
     ranges = {
         "projector": at_least(1),
@@ -60,6 +72,8 @@ class BarlowTwins(Method):
             "backbone": "resnet50",
             "stem": "imagenet",
             "zero_init_residual": True,
+            "sync_bn": True,
+            "rank_local_gradient": True,
             "batch_size": 2048,
             "epochs": 1000,
             "optimizer": "lars",
@@ -116,6 +130,8 @@ class BarlowTwins(Method):
         z2 = self.project(self.backbone(views[1]))
         terms = barlow_twins_terms(z1, z2, self.args.bn_eps, self.gather_distributed)
         loss = self.args.scale_loss * terms.total(self.args.lambd)
+        if self.args.rank_local_gradient and self.gather_distributed:
+            loss = dist.scale_gradient(loss, 1.0 / dist.world_size())
         logs: dict[str, float | torch.Tensor] = {
             "on_diagonal": terms.on_diagonal.detach(),
             "off_diagonal": terms.off_diagonal.detach(),

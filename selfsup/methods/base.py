@@ -193,6 +193,11 @@ class Method(nn.Module):
                 cls.ranges[f.name].check(f.name, value)
 
     @classmethod
+    def check_config(cls, args: Any, cfg: TrainConfig) -> None:
+        """Constraints between the method's settings and the run's (batch size, views ...), checked before a
+        run starts; the default has none."""
+
+    @classmethod
     def make_args(cls, values: dict[str, Any]) -> Any:
         """Build ``cls.Args`` from a dict, with a clear error for unknown keys."""
         names = [f.name for f in dataclasses.fields(cls.Args)]

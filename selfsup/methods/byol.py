@@ -57,6 +57,7 @@ class BYOL(MomentumMethod):
         "imagenet": {
             "backbone": "resnet50",
             "stem": "imagenet",
+            "sync_bn": True,  # cross-replica BN in the encoder and both MLPs (bn_config, byol_experiment.py)
             "batch_size": 4096,
             "epochs": 1000,
             "optimizer": "lars",

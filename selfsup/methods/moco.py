@@ -21,11 +21,15 @@ them. The queue starts as random unit vectors; after the loss is computed, the n
 official code, K must be a multiple of the number of keys enqueued per step (the global batch, twice
 that with ``symmetric``): otherwise the first step raises a ``ValueError`` that says so.
 
-**Shuffle-BN (v1/v2 under DDP).** The key batch is gathered, permuted across ranks with a permutation
-that every rank draws identically (seeded by the run seed and the step), encoded, gathered again and
+**Shuffle-BN (v1/v2).** Under DDP the key batch is gathered, permuted across ranks with a permutation that
+every rank draws identically (seeded by the run seed and the step), encoded, gathered again and
 un-permuted, so that BatchNorm statistics of the key encoder never come from the same images as the
-queries on that rank (He et al. §3.3). It is a no-op in one process. The alternative is SyncBN:
-``--set sync_bn=true`` converts every BatchNorm, and the shuffle is then skipped automatically.
+queries on that rank (He et al. §3.3). In one process, the official CIFAR-10 demo's split-batch BN
+(:mod:`selfsup.models.split_bn`) emulates ``shuffle_bn_groups`` devices (8, as the demo): the query encoder
+normalises 8 contiguous groups of its batch separately, the key encoder 8 groups of the shuffled key batch,
+so that a query and its key never share statistics. With ``shuffle_bn_groups`` equal to the number of ranks
+N, one process computes exactly what N ranks do (``tests/distributed``). ``shuffle_bn=false`` turns both
+off; ``--set sync_bn=true`` (SyncBN) skips the shuffle automatically.
 
 ``symmetric`` (v1/v2, off by default) adds the swapped term ctr(q2, k1) and enqueues both key
 batches (MoCo's CIFAR demo, solo-learn's "MoCo v2+"). The two terms are averaged, as solo-learn
@@ -34,6 +38,7 @@ does (the demo sums them: the same up to a factor 2 on the LR).
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -43,11 +48,15 @@ from torch import nn
 
 from selfsup import distributed as dist
 from selfsup.checks import POSITIVE, PROBABILITY, at_least, one_of
+from selfsup.config import ConfigError, TrainConfig
+from selfsup.cross_rank_bn import is_synced
+from selfsup.losses.float32 import at_least_float32
 from selfsup.losses.moco import moco_infonce, moco_v3_contrastive
 from selfsup.methods.base import Progress, StepOutput, register_method
 from selfsup.methods.momentum import MomentumMethod
 from selfsup.models.backbones import Backbone
 from selfsup.models.heads import mlp
+from selfsup.models.split_bn import make_splittable, split_batchnorm
 
 VERSIONS = ("v1", "v2", "v3")
 
@@ -57,7 +66,8 @@ def enqueue(queue: torch.Tensor, queue_ptr: torch.Tensor, keys: torch.Tensor) ->
     """FIFO: write ``keys`` (n, D) over the oldest entries of ``queue`` (K, D) at ``queue_ptr``, in place.
 
     Raises ``ValueError`` unless K is a multiple of n (the official code asserts it), which keeps
-    every write contiguous; the pointer wraps around to 0 after K/n steps.
+    every write contiguous; the pointer wraps around to 0 after K/n steps. The write positions are computed
+    on the queue's device, so that a GPU step does not wait for the host to read the pointer.
     """
     size, n = queue.shape[0], keys.shape[0]
     if n == 0 or size % n:
@@ -67,9 +77,9 @@ def enqueue(queue: torch.Tensor, queue_ptr: torch.Tensor, keys: torch.Tensor) ->
             f"global batch size, times 2 with symmetric=true). Use e.g. --set queue_size={suggestion}, or "
             f"change the batch size."
         )
-    ptr = int(queue_ptr[0])
-    queue[ptr : ptr + n] = keys.to(queue.dtype)
-    queue_ptr[0] = (ptr + n) % size
+    rows = (queue_ptr[0] + torch.arange(n, device=queue.device)) % size
+    queue.index_copy_(0, rows, keys.to(queue.dtype))
+    queue_ptr.add_(n).remainder_(size)
 
 
 def _shared_permutation(n: int, seed: int, device: torch.device) -> torch.Tensor:
@@ -140,8 +150,10 @@ class MoCo(MomentumMethod):
         momentum_cosine: bool = False
         symmetric: bool = False
         shuffle_bn: bool = True
+        shuffle_bn_groups: int = 8
 
     ranges = {
+        "shuffle_bn_groups": at_least(1),
         "version": one_of(*VERSIONS),
         "latent_dim": at_least(1),
         "hidden_dim": at_least(1),
@@ -244,6 +256,7 @@ class MoCo(MomentumMethod):
         "v3": {
             "imagenet": {
                 "version": "v3",
+                "sync_bn": True,  # main_moco.py converts the whole model with nn.SyncBatchNorm
                 "batch_size": 4096,
                 "epochs": 100,
                 "optimizer": "lars",
@@ -316,6 +329,8 @@ class MoCo(MomentumMethod):
         else:
             self.projector = mlp([d, args.hidden_dim, args.latent_dim], bias=False, last_bn=True)
             self.predictor = mlp([args.latent_dim, args.pred_hidden_dim, args.latent_dim], bias=False)
+        if args.version != "v3":
+            make_splittable(self.backbone)  # the key encoder, a copy, is splittable too
         self.make_momentum_copy("backbone")
         self.make_momentum_copy("projector")
         if args.version != "v3":
@@ -332,7 +347,31 @@ class MoCo(MomentumMethod):
             self.args.shuffle_bn and self.args.version != "v3" and self.gather_distributed and dist.world_size() > 1
         ):
             return False
-        return not any(isinstance(m, nn.SyncBatchNorm) for m in self.momentum_backbone.modules())
+        return not is_synced(self.momentum_backbone)
+
+    @classmethod
+    def check_config(cls, args: Args, cfg: TrainConfig) -> None:
+        """In one process, split-batch BN needs a batch of ``shuffle_bn_groups`` groups of 2 or more images."""
+        groups = args.shuffle_bn_groups
+        one_process = int(os.environ.get("WORLD_SIZE", "1") or 1) == 1
+        splits = args.version != "v3" and args.shuffle_bn and groups > 1 and one_process
+        if splits and (cfg.batch_size % groups or cfg.batch_size // groups < 2):
+            raise ConfigError(
+                f"moco's split-batch BN cuts the batch into shuffle_bn_groups={groups} groups: batch_size="
+                f"{cfg.batch_size} must be a multiple of {groups} with 2 or more images per group "
+                "(or set shuffle_bn_groups to a divisor of the batch)"
+            )
+
+    def _split_groups(self) -> int:
+        """Split-batch BN groups in one process (1: off, e.g. under DDP, where each rank is a group)."""
+        a = self.args
+        if not a.shuffle_bn or a.version == "v3" or (self.gather_distributed and dist.world_size() > 1):
+            return 1
+        return a.shuffle_bn_groups
+
+    def _queries(self, x: torch.Tensor) -> torch.Tensor:
+        with split_batchnorm(self.backbone, self._split_groups()):
+            return self.project(self.backbone(x))
 
     @torch.no_grad()
     def _key_encoder(self, x: torch.Tensor) -> torch.Tensor:
@@ -345,15 +384,21 @@ class MoCo(MomentumMethod):
         With Shuffle-BN active, the key encoder sees a slice of the global batch shuffled by a
         permutation that every rank derives from ``seed``; the keys come back in the local order.
         """
+        groups = self._split_groups()
+        if groups > 1:  # one process: split-batch BN over groups of the shuffled batch
+            perm = _shared_permutation(x.shape[0], seed, x.device)
+            with split_batchnorm(self.momentum_backbone, groups):
+                k = self._key_encoder(x[perm])
+            return F.normalize(at_least_float32(k[torch.argsort(perm)]), dim=1)
         if not self._shuffle_bn_active():
-            return F.normalize(self._key_encoder(x).float(), dim=1)
+            return F.normalize(at_least_float32(self._key_encoder(x)), dim=1)
         n, rank = x.shape[0], dist.rank()
         x_all = dist.gather(x, with_grad=False)
         perm = _shared_permutation(x_all.shape[0], seed, x.device)
         k = self._key_encoder(x_all[perm[rank * n : (rank + 1) * n]])
         k_all = dist.gather(k.contiguous(), with_grad=False)  # row j is the key of image perm[j]
         unshuffle = torch.argsort(perm)
-        return F.normalize(k_all[unshuffle[rank * n : (rank + 1) * n]].float(), dim=1)
+        return F.normalize(at_least_float32(k_all[unshuffle[rank * n : (rank + 1) * n]]), dim=1)
 
     # ------------------------------------------------------------------ steps
 
@@ -369,12 +414,12 @@ class MoCo(MomentumMethod):
         x1, x2 = views[0], views[1]
         seed = torch.initial_seed() * 1_000_003 + 2 * progress.step
         queue = self.queue.clone()  # the queue is overwritten below; autograd needs the old values
-        z1 = self.project(self.backbone(x1))
+        z1 = self._queries(x1)
         k2 = self.encode_keys(x2, seed)
         loss = moco_infonce(z1, k2, queue, a.temperature)
         new_keys = [dist.gather(k2, with_grad=False) if self.gather_distributed else k2]
         if a.symmetric:
-            z2 = self.project(self.backbone(x2))
+            z2 = self._queries(x2)
             k1 = self.encode_keys(x1, seed + 1)
             loss = 0.5 * (loss + moco_infonce(z2, k1, queue, a.temperature))
             new_keys.append(dist.gather(k1, with_grad=False) if self.gather_distributed else k1)

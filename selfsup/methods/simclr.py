@@ -2,7 +2,15 @@
 
 h = f(x) (ResNet), z = g(h) (projection head), loss = NT-Xent over the 2N views (Eq. 1), with the
 negatives of the whole (global) batch. Head as in the v1 code (``model_util.py`` at tag 1.0):
-Linear(d, 2048) + BN + ReLU, Linear(2048, 128, no bias) + BN. Evaluation uses h.
+Linear(d, 2048) + BN + ReLU, Linear(2048, 128, no bias) + BN with a learnable scale and no shift
+(``center=False, scale=True``; ``last_bn_scale``). Evaluation uses h.
+
+The v1 code adds the two directions' losses, ``loss_a + loss_b``, each a mean over its anchors
+(``objective.py``), so its gradient is twice that of :func:`selfsup.losses.nt_xent`, the mean over the 2N
+anchors; with LARS the weights' steps do not depend on that scale, but the BN parameters and biases, which
+skip LARS's adaptation, take twice the step. ``scale_loss=2`` (the ``imagenet`` preset) reproduces it.
+The preset also syncs BN over the global batch (``global_bn``, v1 §2.2 and ``model_util.py``) and
+zero-initialises the last BN of each residual block (``resnet.py``: ``init_zero=True``).
 
 ``projector`` and ``loss`` are ablation switches for SimCLR's own questions (SimCLR §4.2, Table 2
 and Fig. 8): ``projector="none" | "linear" | "mlp"`` and ``loss="nt_xent" | "nt_logistic" |
@@ -13,6 +21,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Literal
 
 import torch
 from torch import nn
@@ -35,16 +44,19 @@ def build_projector(
     hidden_bn: bool = True,
     last_bn: bool = True,
     layers: int = 2,
+    last_bn_scale: bool = True,
 ) -> nn.Module:
     """The projection head g for the projector ablation: ``mlp`` (``layers`` linear layers),
-    ``linear`` (one linear layer) or ``none`` (z = h)."""
+    ``linear`` (one linear layer) or ``none`` (z = h). ``last_bn_scale``: the last BN learns a scale (no
+    shift), else it is affine-free."""
     if kind == "none":
         return nn.Identity()
+    affine: bool | Literal["scale"] = "scale" if last_bn_scale else False
     if kind == "linear":
-        return mlp([in_dim, latent_dim], last_bn=last_bn, last_bias=not last_bn)
+        return mlp([in_dim, latent_dim], last_bn=last_bn, last_bn_affine=affine, last_bias=not last_bn)
     if kind == "mlp":
         dims = [in_dim] + [hidden_dim] * (layers - 1) + [latent_dim]
-        return mlp(dims, hidden_bn=hidden_bn, last_bn=last_bn, last_bias=not last_bn)
+        return mlp(dims, hidden_bn=hidden_bn, last_bn=last_bn, last_bn_affine=affine, last_bias=not last_bn)
     raise ValueError(f"unknown projector {kind!r}. Valid: {', '.join(PROJECTORS)}")
 
 
@@ -63,8 +75,10 @@ class SimCLR(Method):
         projector: str = "mlp"
         hidden_bn: bool = True
         last_bn: bool = True
+        last_bn_scale: bool = True
         loss: str = "nt_xent"
         margin: float = 0.5
+        scale_loss: float = 1.0
 
     ranges = {
         "latent_dim": at_least(1),
@@ -74,12 +88,15 @@ class SimCLR(Method):
         "projector": one_of(*PROJECTORS),
         "loss": one_of(*CONTRASTIVE_LOSSES),
         "margin": NON_NEGATIVE,
+        "scale_loss": POSITIVE,
     }
 
     presets = {
         "imagenet": {
             "backbone": "resnet50",
             "stem": "imagenet",
+            "zero_init_residual": True,
+            "sync_bn": True,
             "batch_size": 4096,
             "epochs": 100,
             "optimizer": "lars",
@@ -89,6 +106,7 @@ class SimCLR(Method):
             "temperature": 0.1,
             "latent_dim": 128,
             "hidden_dim": 2048,
+            "scale_loss": 2.0,
             "aug.brightness": 0.8,
             "aug.contrast": 0.8,
             "aug.saturation": 0.8,
@@ -106,6 +124,7 @@ class SimCLR(Method):
             "temperature": 0.5,
             "latent_dim": 128,
             "hidden_dim": 2048,
+            "aug.crop_scale": (0.08, 1.0),  # the v1 code's one Inception crop, at 32 px too
             "aug.brightness": 0.4,
             "aug.contrast": 0.4,
             "aug.saturation": 0.4,
@@ -130,6 +149,7 @@ class SimCLR(Method):
             args.hidden_bn,
             args.last_bn,
             args.projector_layers,
+            args.last_bn_scale,
         )
 
     def contrastive_loss(self, z1: torch.Tensor, z2: torch.Tensor) -> torch.Tensor:
@@ -143,5 +163,5 @@ class SimCLR(Method):
         x1, x2 = views[0], views[1]
         z = self.project(self.backbone(torch.cat([x1, x2])))
         z1, z2 = z.chunk(2)
-        loss = self.contrastive_loss(z1, z2)
+        loss = self.args.scale_loss * self.contrastive_loss(z1, z2)
         return StepOutput(loss, {}, z1)

@@ -73,6 +73,7 @@ class SimSiam(Method):
             "backbone": "resnet50",
             "stem": "imagenet",
             "zero_init_residual": True,
+            "sync_bn": True,  # main_simsiam.py converts the whole model with nn.SyncBatchNorm
             "batch_size": 512,
             "epochs": 100,
             "optimizer": "sgd",

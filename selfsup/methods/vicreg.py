@@ -51,6 +51,7 @@ class VICReg(Method):
             "backbone": "resnet50",
             "stem": "imagenet",
             "zero_init_residual": True,
+            "sync_bn": True,  # main_vicreg.py converts the whole model with nn.SyncBatchNorm
             "batch_size": 2048,
             "epochs": 1000,
             "optimizer": "lars",

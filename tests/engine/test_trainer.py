@@ -92,7 +92,35 @@ def test_diverging_run_stops_with_a_message_and_keeps_the_last_good_checkpoint(t
         SimCLR.contrastive_loss = original
     assert code == 1
     message = capsys.readouterr().err
-    assert "loss became nan" in message and "last good checkpoint is kept" in message
+    assert "loss became nan or infinite at step" in message and "last good checkpoint is kept" in message
+    kept = state(run)
+    assert kept["step"] == good["step"] == 4
+    for key, tensor in good["method"].items():
+        assert torch.equal(tensor, kept["method"][key])
+
+
+@needs_fashion_mnist
+def test_deferred_finiteness_checks_as_on_cuda_still_never_checkpoint_a_nan(tmp_path, capsys, monkeypatch):
+    """On CUDA the loss's finiteness is read every log_every steps (no per-step host sync); the same policy,
+    forced on the CPU: the NaN is caught at the next read, and the checkpoint stays the last good one."""
+    from selfsup.engine.trainer import Trainer
+    from selfsup.methods.simclr import SimCLR
+
+    run = tmp_path / "run"
+    assert main(["pretrain", *TINY, "--out", str(run), "--epochs", "3", "--max-steps", "4"]) == 0
+    good = state(run)
+    setup = Trainer.setup
+
+    def deferred_setup(self):
+        setup(self)
+        self.check_every = 3
+
+    original = SimCLR.contrastive_loss
+    monkeypatch.setattr(Trainer, "setup", deferred_setup)
+    monkeypatch.setattr(SimCLR, "contrastive_loss", lambda self, z1, z2: original(self, z1, z2) * float("nan"))
+    assert main(["pretrain", "--out", str(run), "--resume", "--no-progress", "--set", "checkpoint_every_min=0"]) == 1
+    message = capsys.readouterr().err
+    assert "loss became nan or infinite within the 3 steps up to 6" in message, message
     kept = state(run)
     assert kept["step"] == good["step"] == 4
     for key, tensor in good["method"].items():

@@ -1,11 +1,15 @@
-"""MoCo: the queue."""
+"""MoCo: the queue, and Shuffle-BN in one process (split-batch BN over groups of the shuffled key batch)."""
 
 from __future__ import annotations
 
+import copy
+
 import pytest
 import torch
+import torch.nn.functional as F
 
-from selfsup.methods.moco import enqueue
+from selfsup.config import ConfigError, TrainConfig
+from selfsup.methods.moco import MoCo, _shared_permutation, enqueue
 from tests.helpers import (
     at,
     tiny_method,
@@ -52,3 +56,44 @@ class TestQueue:
     def test_initial_queue_is_unit_norm_and_v3_has_none(self):
         assert tiny_method("moco-v2").queue.norm(dim=1).sub(1).abs().max() < 1e-5
         assert not hasattr(tiny_method("moco-v3"), "queue")
+
+
+class TestShuffleBatchNormInOneProcess:
+    """The official CIFAR-10 demo's emulation of 8 GPUs: queries normalised per contiguous group, keys per
+    group of the shuffled batch (``shuffle_bn_groups=2`` in the tiny configuration)."""
+
+    def test_keys_are_encoded_per_group_of_the_shuffled_batch(self):
+        method = tiny_method("moco-v2")
+        reference = copy.deepcopy(method)  # outside the split block its BatchNorms are ordinary ones
+        x = views()[1]
+        keys = method.encode_keys(x, seed=5)
+        perm = _shared_permutation(8, 5, x.device)
+        shuffled = x[perm]
+        with torch.no_grad():
+            k = torch.cat([reference._key_encoder(shuffled[:4]), reference._key_encoder(shuffled[4:])])
+        torch.testing.assert_close(keys, F.normalize(k[torch.argsort(perm)], dim=1), rtol=1e-5, atol=1e-6)
+        whole = F.normalize(reference._key_encoder(x), dim=1)
+        assert (keys - whole).abs().max() > 1e-3  # not the statistics of the whole batch
+
+    def test_queries_are_normalised_per_contiguous_group(self):
+        method = tiny_method("moco-v1")
+        reference = copy.deepcopy(method)
+        x = views()[0]
+        halves = [reference.project(reference.backbone(half)) for half in (x[:4], x[4:])]
+        expected = torch.cat(halves)
+        torch.testing.assert_close(method._queries(x), expected, rtol=1e-5, atol=1e-6)
+
+    def test_shuffle_bn_off_uses_the_whole_batch(self):
+        method = tiny_method("moco-v2", shuffle_bn=False)
+        reference = copy.deepcopy(method)
+        x = views()[1]
+        with torch.no_grad():
+            expected = F.normalize(reference._key_encoder(x), dim=1)
+        torch.testing.assert_close(method.encode_keys(x, seed=5), expected, rtol=1e-5, atol=1e-6)
+
+    def test_a_batch_that_does_not_split_into_the_groups_is_refused_before_training(self):
+        args = MoCo.make_args({"version": "v2", "shuffle_bn_groups": 8})
+        MoCo.check_config(args, TrainConfig(batch_size=256))
+        with pytest.raises(ConfigError, match="shuffle_bn_groups=8 groups: batch_size=12"):
+            MoCo.check_config(args, TrainConfig(batch_size=12))
+        MoCo.check_config(MoCo.make_args({"version": "v3", "shuffle_bn_groups": 8}), TrainConfig(batch_size=12))
