@@ -23,7 +23,10 @@ machine wall-clock ratios are noisy; (b)/(a) is also given from this process's C
 Settings: ``cpu`` is the demo (each method's ``--preset cpu``: Fashion-MNIST at 32 px, batch 128,
 ResNet-10 with the ImageNet stem, or the paper encoder for CPC, DIM and AMDIM); ``cifar`` is
 ResNet-18 with the CIFAR stem at 32 px, batch 256, the ``small`` preset's recipe,
-on CIFAR-10 when it is on disk, else on synthetic 32 px RGB images (same shapes and work).
+on CIFAR-10 when it is on disk, else on synthetic 32 px RGB images (same shapes and work). The GPU
+settings (``benchmarks/gpu_check.sh``): ``gpu-small`` is ResNet-18/CIFAR stem at 32 px, batch 512, the
+``small`` recipe; ``gpu-imagenet`` ResNet-50/ImageNet stem at 224 px, batch 128, the ``imagenet`` recipe
+(multi-crop included for SwAV), both on synthetic images.
 
     python benchmarks/throughput.py                                   # every method, cpu setting
     python benchmarks/throughput.py --settings cifar --steps 1 --methods simclr
@@ -50,12 +53,22 @@ sys.path.insert(0, str(ROOT))
 
 from selfsup import runtime  # noqa: E402
 
-SETTINGS = {
+SETTINGS: dict[str, dict] = {
     "cpu": {"preset": "cpu", "sets": {}},
     "cifar": {
         "preset": "small",
         "dataset": "cifar10",
         "sets": {"backbone": "resnet18", "stem": "cifar", "batch_size": "256", "aug.image_size": "32"},
+    },
+    "gpu-small": {
+        "preset": "small",
+        "synthetic": (50000, 32),
+        "sets": {"backbone": "resnet18", "stem": "cifar", "batch_size": "512", "aug.image_size": "32"},
+    },
+    "gpu-imagenet": {
+        "preset": "imagenet",
+        "synthetic": (2048, 256),
+        "sets": {"backbone": "resnet50", "stem": "imagenet", "batch_size": "128", "aug.image_size": "224"},
     },
 }
 CONVENTIONAL = {"data_path": "per-image", "channels_last": "false", "precision": "fp32"}
@@ -85,18 +98,24 @@ def synthetic_rgb(n: int = 50000, size: int = 32, seed: int = 0):
     )
 
 
+def _use_synthetic(n: int = 50000, size: int = 32) -> str:
+    """Route the Trainer's loader to ``n`` synthetic RGB images of ``size`` px; returns the dataset name."""
+    from selfsup.engine import trainer
+
+    data = synthetic_rgb(n, size)
+    trainer.run_dataset = lambda cfg, split: data
+    return f"synthetic-rgb-{size}px"
+
+
 def _use_synthetic_if_missing(dataset: str) -> str:
     """Route the Trainer's loader to synthetic images when ``dataset`` is not on disk; returns the name used."""
     from selfsup.data import load_dataset
-    from selfsup.engine import trainer
 
     try:
         load_dataset(dataset, "pretrain")
         return dataset
     except Exception:  # not downloaded (offline): the synthetic stand-in has the same shapes
-        data = synthetic_rgb()
-        trainer.run_dataset = lambda cfg, split: data
-        return "synthetic-rgb"
+        return _use_synthetic()
 
 
 def measure(
@@ -115,6 +134,8 @@ def measure(
         dataset = _use_synthetic_if_missing(dataset)
         if dataset == "cifar10":
             overrides["dataset"] = dataset
+    elif "synthetic" in spec:
+        dataset = _use_synthetic(*spec["synthetic"])
     cfg = resolve_config(method, spec["preset"], sets=overrides)
     with tempfile.TemporaryDirectory() as tmp:
         trainer = Trainer(cfg, Path(tmp))
