@@ -28,6 +28,7 @@ def trial(method: str, preset: str, sets: dict[str, str]) -> dict:
     from selfsup import runtime
     from selfsup.engine import autotune
     from selfsup.engine.trainer import Trainer
+    from selfsup.models import backbone_label
     from selfsup.presets import resolve_config
 
     cfg = resolve_config(method, preset, sets={"knn_every": "0", "precision": "auto", "channels_last": "auto", **sets})
@@ -50,7 +51,7 @@ def trial(method: str, preset: str, sets: dict[str, str]) -> dict:
     return {
         "method": method,
         "preset": preset,
-        "backbone": f"{cfg.backbone}/{cfg.stem}",
+        "backbone": backbone_label(cfg.backbone, cfg.stem),
         "batch_size": local_batch,
         "chosen": record.get("chosen", f"{cfg.precision}/{cfg.channels_last}"),
         "images_per_s": {

@@ -32,6 +32,9 @@ settings (``benchmarks/gpu_check.sh``): ``gpu-small`` is ResNet-18/CIFAR stem at
     python benchmarks/throughput.py --settings cifar --steps 1 --methods simclr
     python benchmarks/throughput.py --methods vicreg --set channels_last=false --skip-conventional
     python benchmarks/throughput.py --no-allocator-fix --skip-conventional   # (a)/(b) without the fix
+    python benchmarks/throughput.py --methods simclr --backbone timm:vit_tiny_patch16_224   # any backbone
+
+``--backbone`` takes any name ``--backbone`` of ``selfsup pretrain`` takes (a ViT gets the preset's ViT recipe).
 """
 
 from __future__ import annotations
@@ -123,6 +126,7 @@ def measure(
 ) -> dict:
     """One measurement in this process: (a) and (b) for ``ours``, (c) for ``conventional``."""
     from selfsup.engine.trainer import Trainer
+    from selfsup.models import backbone_label
     from selfsup.presets import resolve_config
 
     spec = SETTINGS[setting]
@@ -188,7 +192,7 @@ def measure(
             "setting": setting,
             "pipeline": pipeline,
             "dataset": dataset or cfg.dataset,
-            "backbone": f"{cfg.backbone}/{cfg.stem}",
+            "backbone": backbone_label(cfg.backbone, cfg.stem),
             "image_size": trainer.image_size,
             "batch_size": cfg.batch_size,
             "device": str(device),
@@ -319,11 +323,16 @@ def main(argv: list[str] | None = None) -> None:
         metavar="KEY=VALUE",
         help="settings for (a) and (b), e.g. precision=fp32, compile=true",
     )
+    parser.add_argument(
+        "--backbone", default=None, help="any backbone name of selfsup pretrain, e.g. timm:vit_tiny_patch16_224"
+    )
     parser.add_argument("--skip-conventional", action="store_true", help="measure (a) and (b) only")
     parser.add_argument("--no-allocator-fix", action="store_true", help="(a) and (b) without the allocator fix")
     parser.add_argument("--json", action="store_true")
     parser.add_argument("--worker", choices=("ours", "conventional"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    if args.backbone:
+        args.sets.append(f"backbone={args.backbone}")
     methods = [m.strip() for m in args.methods.split(",")] if args.methods else method_names()
     settings = [s.strip() for s in args.settings.split(",")]
     unknown = [s for s in settings if s not in SETTINGS]

@@ -107,6 +107,11 @@ class TrainConfig:
     norm: str = "batch"
     sync_bn: bool = False  # BatchNorm over the global batch when several processes train (selfsup.cross_rank_bn)
     sync_bn_group: int = 0  # sync within groups of this many consecutive ranks (SwAV: 8); 0: every rank
+    # timm:/tv: backbones (selfsup.models.library)
+    backbone_args: tuple[str, ...] = ()  # "key=value" constructor arguments, e.g. num_heads=12,drop_path_rate=0.1
+    backbone_patch_size: int = 0  # ViT patch size; 0: 4 on images of 64 px or less, else the model's own
+    freeze_patch_embed: bool = False  # ViT: MoCo v3's frozen random patch projection
+    pos_embed: str = "learned"  # ViT: learned, or sincos (MoCo v3's fixed 2-D sine-cosine embedding)
     # optimisation
     epochs: int = 100
     batch_size: int = 256
@@ -117,7 +122,9 @@ class TrainConfig:
     momentum: float = 0.9
     lars_eta: float = 1e-3
     lars_clip: bool = False
-    lars_exclude_1d: bool = True
+    lars_exclude_1d: bool = True  # LARS: norms, biases (ndim <= 1) and ViT position embedding / class token
+    # take neither weight decay nor the trust ratio
+    weight_decay_exclude: bool = False  # SGD/Adam/AdamW: the same parameters take no weight decay
     adam_betas: tuple[float, float] = (0.9, 0.999)
     schedule: str = "warmup_cosine"
     warmup_epochs: float = 10.0

@@ -11,6 +11,12 @@ own ``Method.presets[preset]`` (its paper recipe), then with CLI flags and ``--s
 * ``cpu``: sized so that the demo (pretrain, then evaluate) finishes in about 10 minutes on
   2 CPU cores; see ``docs/cpu-preset.md`` for the measurements behind it.
 
+**Vision Transformers.** When the backbone is a ViT (``timm:vit_*``, ``timm:deit_*``, ``tv:vit_*``:
+:func:`selfsup.models.library.is_transformer`), :data:`VIT_BASES` ``[preset]`` and the method's
+``presets["<preset>+vit"]`` (and its variant's) come on top of the ResNet recipe, before the CLI flags: ViTs
+train with AdamW, not LARS or SGD, and with no weight decay on norms, biases, the position embedding and the
+class token. MoCo v3's ``imagenet+vit`` is its paper's ViT-S/ViT-B recipe.
+
 ``selfsup methods [--preset P] [--json]`` prints them as one recipe table.
 """
 
@@ -22,6 +28,7 @@ from typing import Any
 from selfsup.config import ConfigError, TrainConfig, apply_overrides, switch
 from selfsup.data.datasets import resolve_augment
 from selfsup.methods import Method, method_names, split_variant
+from selfsup.models.library import is_transformer
 from selfsup.validate import validate
 
 PRESETS = ("imagenet", "small", "cpu")
@@ -65,16 +72,60 @@ PRESET_BASES: dict[str, dict[str, Any]] = {
 }
 
 
+VIT_BASES: dict[str, dict[str, Any]] = {
+    # MoCo v3's ViT optimiser (CONFIG.md: AdamW, lr 1.5e-4 x B/256, wd 0.1, 40 warmup epochs), the one
+    # self-supervised ViT recipe among the twelve methods' official codes; norms, biases, position embedding
+    # and class token without weight decay, as timm's and DeiT's recipes
+    "imagenet": {
+        "optimizer": "adamw",
+        "base_lr": 1.5e-4,
+        "weight_decay": 0.1,
+        "weight_decay_exclude": True,
+        "warmup_epochs": 40,
+    },
+    # solo-learn's one CIFAR ViT config (scripts/pretrain/cifar/mae.yaml: vit_small, patch 4 at 32 px, AdamW
+    # lr 2e-4 x B/256, betas (0.9, 0.95), wd 0.05, 10 warmup epochs); patch 4 is automatic at <= 64 px
+    "small": {
+        "optimizer": "adamw",
+        "base_lr": 2e-4,
+        "adam_betas": (0.9, 0.95),
+        "weight_decay": 0.05,
+        "weight_decay_exclude": True,
+        "warmup_epochs": 10,
+    },
+    # the small recipe on a short CPU schedule: 2 epochs (a ViT-Tiny step at 32 px costs about 10 of the demo's
+    # ResNet-10 steps on 2 cores), so a higher LR and half an epoch of warmup
+    # (docs/results/vit-tiny-fashion-mnist.md)
+    "cpu": {
+        "epochs": 2,
+        "optimizer": "adamw",
+        "base_lr": 1e-3,
+        "adam_betas": (0.9, 0.95),
+        "weight_decay": 0.05,
+        "weight_decay_exclude": True,
+        "warmup_epochs": 0.5,
+    },
+}
+"""What every method shares when its backbone is a Vision Transformer (see the module docstring)."""
+
+
 def check_preset(preset: str) -> None:
     if preset not in PRESETS:
         raise ConfigError(f"unknown preset {preset!r}. Valid presets: {', '.join(PRESETS)}")
 
 
-def preset_overrides(method: type[Method], preset: str, variant: str | None = None) -> dict[str, Any]:
-    """The merged preset dict (base, then method, then variant) for ``method`` at ``preset``."""
+def preset_overrides(
+    method: type[Method], preset: str, variant: str | None = None, vit: bool = False
+) -> dict[str, Any]:
+    """The merged preset dict (base, then method, then variant; with ``vit``, then the ViT base and the
+    method's and variant's ``<preset>+vit``) for ``method`` at ``preset``."""
     check_preset(preset)
-    extra = method.variants[variant].get(preset, {}) if variant else {}
-    return {**PRESET_BASES[preset], **method.presets.get(preset, {}), **extra}
+    variant_presets = method.variants[variant] if variant else {}
+    merged = {**PRESET_BASES[preset], **method.presets.get(preset, {}), **variant_presets.get(preset, {})}
+    if vit:
+        key = f"{preset}+vit"
+        merged.update({**VIT_BASES[preset], **method.presets.get(key, {}), **variant_presets.get(key, {})})
+    return merged
 
 
 def resolve_config(
@@ -88,14 +139,28 @@ def resolve_config(
     result is the whole recipe, as ``config.json`` and ``selfsup pretrain --print-config`` show it.
     """
     method_cls, variant = split_variant(method)
-    cfg = TrainConfig(method=method_cls.name, preset=preset)
-    apply_overrides(cfg, preset_overrides(method_cls, preset, variant), method_cls.Args)
-    apply_overrides(cfg, {k: v for k, v in (flags or {}).items() if v is not None}, method_cls.Args)
-    apply_overrides(cfg, sets or {}, method_cls.Args)
+    cfg = _overlay(method_cls, preset, variant, False, flags, sets)
+    if is_transformer(cfg.backbone):  # the backbone is known once flags and --set apply: redo with the ViT recipe
+        cfg = _overlay(method_cls, preset, variant, True, flags, sets)
     cfg.method_args = dataclasses.asdict(method_cls.make_args(cfg.method_args))
     cfg.channels_last = switch(cfg.channels_last, "channels_last")
     validate(cfg)
     resolve_augment(cfg)
+    return cfg
+
+
+def _overlay(
+    method_cls: type[Method],
+    preset: str,
+    variant: str | None,
+    vit: bool,
+    flags: dict[str, Any] | None,
+    sets: dict[str, Any] | None,
+) -> TrainConfig:
+    cfg = TrainConfig(method=method_cls.name, preset=preset)
+    apply_overrides(cfg, preset_overrides(method_cls, preset, variant, vit), method_cls.Args)
+    apply_overrides(cfg, {k: v for k, v in (flags or {}).items() if v is not None}, method_cls.Args)
+    apply_overrides(cfg, sets or {}, method_cls.Args)
     return cfg
 
 
@@ -113,13 +178,14 @@ def schedule_text(cfg: TrainConfig) -> str:
     return "constant"
 
 
-def recipe_row(method: str, preset: str) -> dict[str, Any]:
-    """One row of the recipe table (the keys of ``selfsup methods --json``)."""
-    cfg = resolve_config(method, preset)
+def recipe_row(method: str, preset: str, backbone: str | None = None) -> dict[str, Any]:
+    """One row of the recipe table (the keys of ``selfsup methods --json``); with ``backbone``, the recipe on
+    that backbone, labelled ``method + backbone`` (the ViT rows)."""
+    cfg = resolve_config(method, preset, flags={"backbone": backbone} if backbone else None)
     method_cls, _ = split_variant(method)
     args = method_cls.make_args(cfg.method_args)
     return {
-        "method": method,
+        "method": f"{method} + {backbone}" if backbone else method,
         "latent_dim": method_cls.latent_dim(args),
         "batch_size": cfg.batch_size,
         "optimizer": OPTIMIZER_NAMES.get(cfg.optimizer, cfg.optimizer),
@@ -130,10 +196,30 @@ def recipe_row(method: str, preset: str) -> dict[str, Any]:
     }
 
 
+VIT_EXAMPLES = {
+    "imagenet": "timm:vit_small_patch16_224",
+    "small": "timm:vit_tiny_patch16_224",
+    "cpu": "timm:vit_tiny_patch16_224",
+}
+"""The ViT of the recipe table's ViT rows at each preset (ViT-S/16 as in MoCo v3's paper; ViT-Tiny for 32 px)."""
+
+
+def has_vit_recipe(method: str, preset: str) -> bool:
+    """Whether ``method`` (a CLI name) has a ViT recipe of its own at ``preset`` (``<preset>+vit``)."""
+    method_cls, variant = split_variant(method)
+    key = f"{preset}+vit"
+    return key in method_cls.presets or (variant is not None and key in method_cls.variants[variant])
+
+
 def recipe_table(preset: str) -> list[dict[str, Any]]:
+    """Every method's recipe at ``preset``; a method with a ViT recipe of its own (MoCo v3) gets a second row on
+    :data:`VIT_EXAMPLES` ``[preset]``."""
     check_preset(preset)
-    return [
-        recipe_row(name, preset)
-        for name in method_names()
-        if not (split_variant(name)[0].variants and split_variant(name)[1] is None)
-    ]
+    rows = []
+    for name in method_names():
+        if split_variant(name)[0].variants and split_variant(name)[1] is None:
+            continue
+        rows.append(recipe_row(name, preset))
+        if has_vit_recipe(name, preset):
+            rows.append(recipe_row(name, preset, VIT_EXAMPLES[preset]))
+    return rows

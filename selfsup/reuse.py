@@ -1,12 +1,15 @@
-"""Encoders ready for reuse: export the backbone for plain torchvision, and embed a folder of images.
+"""Encoders ready for reuse: export the backbone for plain timm or torchvision, and embed a folder of images.
 
 * :func:`export_backbone` writes the backbone's weights as a plain state dict (``backbone.net.`` prefix
-  stripped) in PyTorch's format (``torch.save``, ``.pt``) or as ``.safetensors``, which
-  ``torchvision.models.resnet18()`` (resnet34/50, or torchvision's ``ResNet(BasicBlock, [1, 1, 1, 1])``
-  for resnet10) loads with ``strict=True`` once its stem matches the run's (``conv1`` for the input
-  channels and stem, ``maxpool`` = Identity for the CIFAR stem) and ``fc`` = Identity. No selfsup
-  import is needed to use it. A model card (Markdown) is written next to it: method, recipe, data,
-  evaluation results (when ``eval.json`` exists) and the loading snippet for plain torchvision.
+  stripped) in PyTorch's format (``torch.save``, ``.pt``: ``--format torchvision`` or ``timm``) or as
+  ``.safetensors``. The state dict loads with ``strict=True``, without selfsup, into the library's own
+  constructor: for ResNets ``torchvision.models.resnet18()`` (resnet34/50, or torchvision's
+  ``ResNet(BasicBlock, [1, 1, 1, 1])`` for resnet10) once its stem matches the run's (``conv1`` for the input
+  channels and stem, ``maxpool`` = Identity for the CIFAR stem) and ``fc`` = Identity; for ``timm:NAME``
+  ``timm.create_model(NAME, num_classes=0, ...)`` with the run's image size, patch size and input channels;
+  for ``tv:NAME`` ``torchvision.models.get_model(NAME)`` with its classifier replaced by Identity. A model
+  card (Markdown) is written next to it: method, recipe, data, evaluation results (when ``eval.json``
+  exists) and the code that builds the model and loads the weights.
 * :func:`embed_folder` computes the backbone features h (or the projector outputs z) of every image
   under a folder, with the run's image size and normalisation, and writes them to ``.npy`` (rows in
   the order of ``<out>.paths.txt``) or ``.parquet`` (a ``path`` column and an ``embedding`` column).
@@ -25,10 +28,11 @@ from tqdm.auto import tqdm
 
 from selfsup.config import TrainConfig
 from selfsup.data import BadImageLog, read_images
+from selfsup.models import is_library_name
 from selfsup.run_folder import CHECKPOINTS, EVALUATION, SUMMARY, RunFolder
 
-FORMATS = ("torchvision", "safetensors")
-SUFFIX = {"torchvision": ".pt", "safetensors": ".safetensors"}
+FORMATS = ("torchvision", "timm", "safetensors")
+SUFFIX = {"torchvision": ".pt", "timm": ".pt", "safetensors": ".safetensors"}
 PREFIX = "backbone.net."
 TORCHVISION_FACTORIES = {"resnet18": "resnet18", "resnet34": "resnet34", "resnet50": "resnet50"}
 
@@ -45,7 +49,8 @@ def backbone_state_dict(run_dir: str | Path) -> dict[str, torch.Tensor]:
     }
     if not weights:
         raise ExportError(
-            f"the checkpoint of {run_dir} has no '{PREFIX}*' weights: only torchvision ResNet backbones can be exported"
+            f"the checkpoint of {run_dir} has no '{PREFIX}*' weights: only ResNets and timm/torchvision models "
+            "can be exported"
         )
     return weights
 
@@ -84,11 +89,15 @@ def run_preprocessing(cfg: TrainConfig) -> Preprocessing:
 # ----------------------------------------------------------------------------- export
 
 
-def torchvision_snippet(
-    cfg: TrainConfig, channels: int, filename: str, fmt: str, prep: Preprocessing | None = None
-) -> str:
-    """Python code that builds the matching torchvision ResNet and loads ``filename``, without selfsup
-    (and, given ``prep``, a ``preprocess(image)`` function with the run's size and normalisation)."""
+def construction_code(cfg: TrainConfig, channels: int) -> tuple[list[str], list[str], int]:
+    """(imports, lines, width of h) that build the run's backbone as a plain library model named ``net``, without
+    selfsup."""
+    if is_library_name(cfg.backbone):
+        from selfsup.methods.build import library_options
+        from selfsup.models.library import build_library_backbone
+
+        backbone = build_library_backbone(cfg.backbone, channels, library_options(cfg))
+        return list(backbone.construction.imports), list(backbone.construction.lines), backbone.out_dim
     width = 64  # conv1's output channels in every torchvision ResNet
     imports = ["import torch", "import torchvision", "from torch import nn"]
     norm = {"group": "lambda c: nn.GroupNorm(min(32, c), c)", "layer": "lambda c: nn.GroupNorm(1, c)"}
@@ -108,12 +117,21 @@ def torchvision_snippet(
     elif channels != 3:
         body.append(f"net.conv1 = nn.Conv2d({channels}, {width}, kernel_size=7, stride=2, padding=3, bias=False)")
     body.append("net.fc = nn.Identity()")
+    return imports, body, 2048 if cfg.backbone == "resnet50" else 512
+
+
+def loading_snippet(cfg: TrainConfig, channels: int, filename: str, fmt: str, prep: Preprocessing | None = None) -> str:
+    """Python code that builds the run's backbone in plain timm or torchvision and loads ``filename``, without
+    selfsup (and, given ``prep``, a ``preprocess(image)`` function with the run's size and normalisation)."""
+    imports, body, out_dim = construction_code(cfg, channels)
+    if "import torch" not in imports:
+        imports.insert(0, "import torch")
     if fmt == "safetensors":
         imports.append("from safetensors.torch import load_file")
         body.append(f'net.load_state_dict(load_file("{filename}"))')
     else:
         body.append(f'net.load_state_dict(torch.load("{filename}", weights_only=True))')
-    body.append(f"net.eval()  # net(images) -> features h of shape (B, {_out_dim(cfg) or 'D'})")
+    body.append(f"net.eval()  # net(images) -> features h of shape (B, {out_dim})")
     if prep is not None:
         size, mode = prep.image_size, "L" if prep.channels == 1 else "RGB"
         imports.append("from torchvision.transforms import v2")
@@ -135,8 +153,17 @@ def torchvision_snippet(
     return "\n".join([*imports, "", *body])
 
 
-def _out_dim(cfg: TrainConfig) -> int | None:
-    return {"resnet10": 512, "resnet18": 512, "resnet34": 512, "resnet50": 2048}.get(cfg.backbone)
+def library_of(cfg: TrainConfig) -> str:
+    """The library whose plain model the run's backbone is: ``timm`` or ``torchvision`` (registered ResNets are
+    torchvision ResNets); raises :class:`ExportError` for the papers' own encoders, which have no library."""
+    if is_library_name(cfg.backbone):
+        return "timm" if cfg.backbone.lower().startswith("timm:") else "torchvision"
+    if cfg.backbone in ("resnet10", *TORCHVISION_FACTORIES):
+        return "torchvision"
+    raise ExportError(
+        f"the run's backbone {cfg.backbone!r} is one of the papers' own encoders, which no library builds; "
+        "ResNets and timm:/tv: models can be exported"
+    )
 
 
 def _fmt_results(evaluation: dict[str, Any]) -> list[str]:
@@ -177,8 +204,9 @@ def model_card(
     from selfsup.methods import METHODS
 
     paper = METHODS.get(cfg.method).paper if cfg.method in METHODS else ""
-    channels = int(weights["conv1.weight"].shape[1])
+    channels = prep.channels if prep is not None else _input_channels(weights)
     params = sum(int(t.numel()) for k, t in weights.items() if "running_" not in k and "num_batches" not in k)
+    library = library_of(cfg)
     trained = summary.get("epochs")
     lines = [
         f"# {cfg.backbone} encoder pretrained with {cfg.method} on {cfg.dataset}",
@@ -193,7 +221,7 @@ def model_card(
         "",
         "## Recipe",
         "",
-        f"- backbone: {cfg.backbone}, {cfg.stem} stem, {cfg.norm} norm, {channels} input channel(s)",
+        f"- backbone: {_backbone_text(cfg)}, {channels} input channel(s)",
         f"- epochs: {cfg.epochs}" + (f" (trained {trained:g})" if isinstance(trained, (int, float)) else ""),
         f"- batch size: {cfg.batch_size}; optimizer: {cfg.optimizer}, peak LR {cfg.lr:.4g} "
         f"(base {cfg.base_lr:g}, {cfg.lr_scaling} scaling), weight decay {cfg.weight_decay:g}",
@@ -218,13 +246,29 @@ def model_card(
     )
     lines += [
         "",
-        "## Load it with plain torchvision",
+        f"## Load it with plain {library}",
         "",
         "```python",
-        torchvision_snippet(cfg, channels, export_path.name, fmt, prep),
+        loading_snippet(cfg, channels, export_path.name, fmt, prep),
     ]
     lines += ["```", ""]
     return "\n".join(lines)
+
+
+def _backbone_text(cfg: TrainConfig) -> str:
+    """The backbone line of the model card: the ResNet's stem and norm, or the library model's options."""
+    if not is_library_name(cfg.backbone):
+        return f"{cfg.backbone}, {cfg.stem} stem, {cfg.norm} norm"
+    extras = [f"patch {cfg.backbone_patch_size}" if cfg.backbone_patch_size else "", *cfg.backbone_args]
+    extras += ["frozen random patch projection" if cfg.freeze_patch_embed else ""]
+    extras += ["fixed sin-cos position embedding" if cfg.pos_embed == "sincos" else ""]
+    return ", ".join([cfg.backbone, *[e for e in extras if e]])
+
+
+def _input_channels(weights: dict[str, torch.Tensor]) -> int:
+    """The input channels of the first 4-D weight (the first convolution or patch projection)."""
+    first = next((t for t in weights.values() if t.ndim == 4), None)
+    return int(first.shape[1]) if first is not None else 3
 
 
 def check_output(path: Path, inputs: list[Path], force: bool) -> None:
@@ -247,21 +291,25 @@ def run_files(run_dir: Path) -> list[Path]:
 
 
 def export_backbone(
-    run_dir: str | Path, fmt: str = "torchvision", out: str | Path | None = None, force: bool = False
+    run_dir: str | Path, fmt: str | None = None, out: str | Path | None = None, force: bool = False
 ) -> Path:
     """Write the backbone's state dict and, next to it, the model card ``<name>.md``; returns the export's
     path. ``out`` must end in the format's suffix (so the card never lands on the weights), must not be inside
     a run's ``checkpoints/`` or equal to one of the run's files, and replaces an existing file only with
-    ``force``; all of this is checked before anything is written."""
-    if fmt not in FORMATS:
+    ``force``; all of this is checked before anything is written. ``fmt`` None: the backbone's library."""
+    if fmt is not None and fmt not in FORMATS:
         raise ExportError(f"unknown format {fmt!r}. Valid: {', '.join(FORMATS)}")
     run_dir = Path(run_dir)
     cfg = RunFolder(run_dir).read_config()
-    if cfg.backbone not in ("resnet10", *TORCHVISION_FACTORIES):
+    library = library_of(cfg)
+    fmt = fmt or library
+    if fmt in ("timm", "torchvision") and fmt != library:
         raise ExportError(
-            f"only torchvision ResNet backbones can be exported for torchvision; this run uses {cfg.backbone!r}"
+            f"the run's backbone {cfg.backbone!r} is a {library} model: export it with --format {library} or "
+            "--format safetensors"
         )
-    path = Path(out) if out else RunFolder(run_dir).export_dir / f"{cfg.backbone}-{cfg.method}{SUFFIX[fmt]}"
+    stem = cfg.backbone.replace(":", "-").replace("/", "-")
+    path = Path(out) if out else RunFolder(run_dir).export_dir / f"{stem}-{cfg.method}{SUFFIX[fmt]}"
     if path.suffix != SUFFIX[fmt]:
         raise ExportError(f"--out must end in {SUFFIX[fmt]} for the {fmt} format, got {path.name!r}")
     card = path.with_suffix(".md")

@@ -27,8 +27,9 @@ from selfsup.checks import (
 from selfsup.config import LR_SCALINGS, SWITCHES, ConfigError, TrainConfig
 from selfsup.data import DATA_PATHS, DATASETS
 from selfsup.methods import Method, split_variant
-from selfsup.models import BACKBONES, STEMS
+from selfsup.models import BACKBONES, STEMS, is_library_name
 from selfsup.models.backbones import NORMS
+from selfsup.models.library import POS_EMBEDS, BackboneNameError, check_name, is_transformer, parse_args
 from selfsup.optim import OPTIMIZERS, SCHEDULES
 from selfsup.runtime import DEVICES, PRECISIONS
 
@@ -62,6 +63,8 @@ RUN_RANGES: dict[str, Range] = {
     "memory_budget_mb": NON_NEGATIVE,
     "channels": one_of(0, 1, 3),
     "sync_bn_group": NON_NEGATIVE,
+    "backbone_patch_size": NON_NEGATIVE,
+    "pos_embed": one_of(*POS_EMBEDS),
     "max_bad_fraction": BELOW_ONE,
     "train_subset": NON_NEGATIVE,
     "max_steps": at_least(1),
@@ -114,8 +117,6 @@ def validate(cfg: TrainConfig) -> None:
     """Raise :class:`ConfigError` (saying what is valid) for any setting of ``cfg`` that cannot work."""
     if cfg.dataset not in DATASETS:
         raise ConfigError(DATASETS.unknown_message(cfg.dataset))
-    if cfg.backbone not in BACKBONES:
-        raise ConfigError(BACKBONES.unknown_message(cfg.backbone))
     if cfg.batch_size < 2:
         raise ConfigError(
             f"batch_size={cfg.batch_size} is impossible: self-supervised losses compare the images of a batch "
@@ -133,10 +134,35 @@ def validate(cfg: TrainConfig) -> None:
     if cfg.precision == "fp16" and cfg.device == "cpu":
         raise ConfigError(FP16_ON_CPU)
     method_cls, _ = split_variant(cfg.method)
+    check_backbone(method_cls, cfg)
     args = method_cls.make_args(cfg.method_args)
     method_cls.check_args(args)
     method_cls.check_config(args, cfg)
     check_views(method_cls, args, cfg)
+
+
+def check_backbone(method_cls: type[Method], cfg: TrainConfig) -> None:
+    """The backbone exists (with the library's closest names if not), its options apply to it, and the method
+    can use it (CPC, DIM and AMDIM read spatial maps that only selfsup's encoders and ResNets give)."""
+    vit_options = cfg.freeze_patch_embed or cfg.pos_embed != "learned"
+    if not is_library_name(cfg.backbone):
+        if cfg.backbone not in BACKBONES:
+            raise ConfigError(BACKBONES.unknown_message(cfg.backbone) + " Or any timm:NAME or tv:NAME model.")
+        if vit_options or cfg.backbone_args or cfg.backbone_patch_size:
+            raise ConfigError(
+                "backbone_args, backbone_patch_size, freeze_patch_embed and pos_embed apply to timm:/tv: backbones, "
+                f"not to {cfg.backbone!r}"
+            )
+        return
+    try:
+        check_name(cfg.backbone)
+        parse_args(cfg.backbone_args)
+    except (BackboneNameError, ValueError) as err:
+        raise ConfigError(str(err)) from None
+    if vit_options and not is_transformer(cfg.backbone):
+        raise ConfigError(f"freeze_patch_embed and pos_embed=sincos apply to Vision Transformers, not {cfg.backbone}")
+    if method_cls.needs_stage_maps:
+        raise ConfigError(f"{cfg.method} cannot train {cfg.backbone}: {method_cls.needs_stage_maps}")
 
 
 def check_views(method_cls: type[Method], args: Any, cfg: TrainConfig) -> None:

@@ -19,7 +19,7 @@ from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
 from selfsup.methods import METHODS, Method, Progress
-from selfsup.models import build_backbone
+from selfsup.models import LibraryOptions, build_backbone
 
 TINY_ARGS: dict[str, dict] = {
     "byol": {"hidden_dim": 32, "pred_hidden_dim": 32, "latent_dim": 16},
@@ -30,6 +30,24 @@ TINY_ARGS: dict[str, dict] = {
 }
 """Small heads for the methods with a momentum target or a predictor (``tiny_method``)."""
 
+GLOBAL_VECTOR_ARGS: dict[str, dict] = {
+    "simclr": {"hidden_dim": 32, "latent_dim": 16, "temperature": 0.5},
+    **TINY_ARGS,
+    "swav": {"hidden_dim": 32, "latent_dim": 8, "nmb_prototypes": 5, "freeze_prototypes_epochs": 0.0},
+    "wmse": {"hidden_dim": 32, "latent_dim": 4, "w_size": 8},
+    "tico": {"hidden_dim": 32, "latent_dim": 16},
+    "vicreg": {"expander": (32, 32, 32)},
+    "barlowtwins": {"projector": (32, 32, 16)},
+}
+"""Small heads for every method whose loss works on a global vector (all but CPC, DIM and AMDIM), by CLI name."""
+
+TINY_LIBRARY_BACKBONES = {
+    "vit": ("timm:vit_tiny_patch16_224", ("depth=2",), 16),
+    "convnext": ("timm:convnext_atto", (), 32),
+}
+"""timm backbones for fast tests and their image size: a 2-block ViT-Tiny (patch 4 on small images, 16 px) and
+ConvNeXt-Atto (32 px: its stride-32 stages need 32 px at least)."""
+
 PINNED_RUNTIME = ["--set", "precision=fp32", "--set", "channels_last=false"]
 """CLI flags for runs that are compared bitwise: ``auto`` would be settled by a measurement in each run."""
 
@@ -38,13 +56,27 @@ PROGRESS = Progress(0, 10, 0, 10)
 
 
 def make_method(
-    name: str, backbone: str = "resnet10", args: dict | None = None, norm: str = "batch", **more_args
+    name: str,
+    backbone: str = "resnet10",
+    args: dict | None = None,
+    norm: str = "batch",
+    options: LibraryOptions | None = None,
+    **more_args,
 ) -> Method:
     """Method ``name`` (a registered name, no variant suffix) with ``args`` on a CIFAR-stem 3-channel
-    ``backbone``, seeded."""
+    ``backbone`` (``options`` for a timm:/tv: one), seeded."""
     torch.manual_seed(0)
     cls = METHODS.get(name)
-    return cls(build_backbone(backbone, "cifar", 3, norm=norm), cls.make_args({**(args or {}), **more_args}))
+    encoder = build_backbone(backbone, "cifar", 3, norm=norm, options=options)
+    return cls(encoder, cls.make_args({**(args or {}), **more_args}))
+
+
+def library_method(name: str, kind: str) -> Method:
+    """The method of CLI name ``name`` (``moco-v3`` ...) with :data:`GLOBAL_VECTOR_ARGS` on a
+    :data:`TINY_LIBRARY_BACKBONES` backbone, for RGB images of that backbone's size."""
+    backbone, backbone_args, image_size = TINY_LIBRARY_BACKBONES[kind]
+    options = LibraryOptions(image_size=image_size, args=backbone_args)
+    return make_method(name.split("-")[0], backbone, GLOBAL_VECTOR_ARGS[name], options=options)
 
 
 def tiny_method(name: str, eval_bn: bool = False, **extra) -> Method:

@@ -119,6 +119,8 @@ def test_methods_table_lists_the_five_recipes(capsys):
     assert rows["byol"][1:] == ["256", "4096", "LARS", "3.2", "1.5e-06", "linear warmup, cosine decay", "1000"]
     assert rows["simsiam"][1:] == ["2048", "512", "SGD", "0.1", "0.0001", "cosine decay", "100"]
     assert "moco" not in rows  # the variants replace the bare name in the table
+    vit = rows["moco-v3 + timm:vit_small_patch16_224"]  # MoCo v3's ViT-S/16 recipe next to its ResNet one
+    assert vit[1:] == ["256", "4096", "AdamW", "0.0024", "0.1", "linear warmup, cosine decay", "300"]
 
 
 @pytest.mark.parametrize("method", ["swav", "barlowtwins", "wmse"])
@@ -168,3 +170,40 @@ def test_cpc_dim_amdim_presets_are_the_papers_recipes():
     assert amdim.warmup_epochs * 1281167 / 480 == pytest.approx(500, rel=1e-3)
     rows = {row["method"]: row for row in recipe_table("imagenet")}
     assert rows["cpc"]["lr"] == 2e-4 and rows["dim"]["batch_size"] == 64 and rows["amdim"]["latent_dim"] == 1536
+
+
+@pytest.mark.parametrize("vit", ["timm:vit_small_patch16_224", "timm:vit_base_patch16_224"])
+def test_moco_v3_imagenet_with_a_vit_is_the_papers_vit_recipe(vit):
+    cfg = resolve_config("moco-v3", "imagenet", flags={"backbone": vit})
+    assert (cfg.optimizer, cfg.base_lr, cfg.weight_decay, cfg.batch_size) == ("adamw", 1.5e-4, 0.1, 4096)
+    assert cfg.lr == pytest.approx(2.4e-3) and (cfg.epochs, cfg.warmup_epochs) == (300, 40)
+    assert not cfg.weight_decay_exclude  # main_moco.py gives AdamW every trained parameter
+    assert cfg.freeze_patch_embed and cfg.pos_embed == "sincos" and cfg.backbone_args == ("num_heads=12",)
+    args = cfg.method_args
+    assert (args["temperature"], args["momentum_base"], args["momentum_final"], args["momentum_cosine"]) == (
+        0.2,
+        0.99,
+        1.0,
+        True,
+    )
+    assert (args["projector_layers"], args["predictor_last_bn"], args["hidden_dim"], args["latent_dim"]) == (
+        3,
+        True,
+        4096,
+        256,
+    )
+    assert cfg.augment.crop_scale == (0.08, 1.0) and cfg.augment.blur_prob == (1.0, 0.1)
+    resnet = resolve_config("moco-v3", "imagenet")  # the ResNet recipe is untouched
+    assert (resnet.optimizer, resnet.method_args["projector_layers"], resnet.freeze_patch_embed) == ("lars", 2, False)
+
+
+def test_any_method_with_a_vit_on_small_images_gets_the_small_vit_recipe_and_flags_still_win():
+    cfg = resolve_config("simclr", "small", flags={"backbone": "timm:vit_tiny_patch16_224"})
+    assert (cfg.optimizer, cfg.base_lr, cfg.weight_decay, cfg.adam_betas) == ("adamw", 2e-4, 0.05, (0.9, 0.95))
+    assert cfg.weight_decay_exclude and cfg.method_args["temperature"] == 0.5  # the method's own settings stay
+    mine = resolve_config(
+        "simclr", "small", flags={"backbone": "timm:vit_tiny_patch16_224"}, sets={"optimizer": "lars", "base_lr": 1}
+    )
+    assert (mine.optimizer, mine.base_lr) == ("lars", 1.0)
+    convnext = resolve_config("simclr", "small", flags={"backbone": "timm:convnext_atto"})
+    assert convnext.optimizer == "lars"  # not a ViT: the method's recipe

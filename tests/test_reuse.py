@@ -60,6 +60,32 @@ def card_code(card: Path) -> str:
     return match.group(1)
 
 
+CARD_SCRIPT = """
+import sys, pathlib, os, torch
+for folder in sys.argv[1:]:
+    os.chdir(folder)
+    scope = {}
+    exec(pathlib.Path("code.py").read_text(), scope)
+    with torch.no_grad():
+        torch.save(scope["net"](torch.load("x.pt")), "features.pt")
+assert not [m for m in sys.modules if m.startswith("selfsup")], "the card's code imported selfsup"
+"""
+
+
+def run_cards_without_selfsup(exports: list[Path]) -> None:
+    """Run each export's model-card code in one fresh interpreter that never imports selfsup: it builds the
+    plain model, loads the weights and writes ``features.pt`` of ``x.pt`` next to the export."""
+    for out in exports:
+        (out.parent / "code.py").write_text(card_code(out.with_suffix(".md")))
+    result = subprocess.run(
+        [sys.executable, "-c", CARD_SCRIPT, *(str(out.parent) for out in exports)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr
+
+
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
     """(a) resnet10, CIFAR stem, Fashion-MNIST (1 channel); (b) resnet18, ImageNet stem, an RGB image folder."""
@@ -87,9 +113,14 @@ def runs(tmp_path_factory):
         "linear_top1_h": 0.8456,
         "raw_pixels_knn_top1": 0.81,
     }
+    vit_sets = {**sets, "backbone_args": "depth=2"}
+    vit = resolve_config("moco-v3", "cpu", {"backbone": "timm:vit_tiny_patch16_224"}, vit_sets)
+    torchvision_model = resolve_config("byol", "cpu", {"backbone": "tv:mobilenet_v3_small"}, sets)
     return {
         "fmnist": (root / "fmnist", make_run(root / "fmnist", fmnist, 1, evaluation)),
         "folder": (root / "folder", make_run(root / "folder", folder, 3)),
+        "vit": (root / "vit", make_run(root / "vit", vit, 1)),
+        "tv": (root / "tv", make_run(root / "tv", torchvision_model, 1)),
         "images": images,
     }
 
@@ -117,29 +148,47 @@ def test_exports_load_into_plain_torchvision_with_the_same_features(runs, tmp_pa
         with torch.no_grad():
             expected = method.backbone(x)
         cases.append((out, expected))
-    script = """
-import sys, pathlib, os, torch
-for folder in sys.argv[1:]:
-    os.chdir(folder)
-    scope = {}
-    exec(pathlib.Path("code.py").read_text(), scope)
-    with torch.no_grad():
-        torch.save(scope["net"](torch.load("x.pt")), "features.pt")
-assert not [m for m in sys.modules if m.startswith("selfsup")], "the card's code imported selfsup"
-"""
-    for out, _ in cases:
-        (out.parent / "code.py").write_text(card_code(out.with_suffix(".md")))
-    result = subprocess.run(
-        [sys.executable, "-c", script, *(str(out.parent) for out, _ in cases)],
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert result.returncode == 0, result.stderr
+    run_cards_without_selfsup([out for out, _ in cases])
     for out, expected in cases:
         features = torch.load(out.parent / "features.pt")
         assert features.shape == expected.shape == (3, 512)
         torch.testing.assert_close(features, expected, rtol=1e-5, atol=1e-5)
+
+
+@needs_fashion_mnist
+def test_timm_and_torchvision_models_export_for_their_library_with_the_same_features(runs, tmp_path):
+    """A timm ViT run (MoCo v3's ViT heads) and a torchvision MobileNet run: the card's code, in a fresh
+    interpreter without selfsup, builds timm.create_model(...) / torchvision.models.get_model(...), loads the
+    export and gives selfsup's features."""
+    exports = []
+    for name, fmt, suffix in (("vit", "timm", "pt"), ("tv", "safetensors", "safetensors")):
+        run_dir, method = runs[name]
+        out = tmp_path / name / f"encoder.{suffix}"
+        assert main(["export", str(run_dir), "--format", fmt, "--out", str(out)]) == 0
+        x = torch.randn(3, 1, 16, 16, generator=torch.Generator().manual_seed(2))
+        torch.save(x, out.parent / "x.pt")
+        with torch.no_grad():
+            expected = method.backbone(x)
+        exports.append((out, expected))
+    card = exports[0][0].with_suffix(".md").read_text()
+    assert "## Load it with plain timm" in card and "timm.create_model('vit_tiny_patch16_224'" in card
+    assert "in_chans=1, img_size=16, dynamic_img_size=True, patch_size=4, depth=2" in card
+    run_cards_without_selfsup([out for out, _ in exports])
+    for out, expected in exports:
+        features = torch.load(out.parent / "features.pt")
+        assert features.shape == expected.shape
+        torch.testing.assert_close(features, expected, rtol=1e-5, atol=1e-5)
+
+
+def test_a_timm_run_refuses_the_torchvision_format_and_a_paper_encoder_refuses_export(runs, tmp_path, capsys):
+    run_dir, _ = runs["vit"]
+    assert main(["export", str(run_dir), "--format", "torchvision", "--out", str(tmp_path / "x.pt")]) == 2
+    assert "is a timm model: export it with --format timm or --format safetensors" in capsys.readouterr().err
+    dim = resolve_config("dim", "cpu", sets={"mi_units": 16})
+    make_run(tmp_path / "dim", dim, 1)
+    assert main(["export", str(tmp_path / "dim"), "--out", str(tmp_path / "y.safetensors")]) == 2
+    assert "one of the papers' own encoders, which no library builds" in capsys.readouterr().err
+    assert not (tmp_path / "x.pt").exists() and not (tmp_path / "y.safetensors").exists()
 
 
 @needs_fashion_mnist

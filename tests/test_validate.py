@@ -32,6 +32,13 @@ BAD = [
     ({"checkpoint_every_min": "-1"}, "checkpoint_every_min=-1.0"),
     ({"keep_checkpoints": "0"}, "keep_checkpoints=0"),
     ({"channels": "2"}, "channels=2 is out of range: it must be one of 0, 1, 3"),
+    ({"backbone": "timm:vit_tiny_patch16_22"}, "timm has no model 'vit_tiny_patch16_22' (see timm.list_models())"),
+    ({"backbone": "tv:resnet5"}, "Closest: tv:resnet50"),
+    ({"backbone": "resnet51"}, "unknown backbone 'resnet51'. Valid backbones: resnet10"),
+    ({"freeze_patch_embed": "true"}, "apply to timm:/tv: backbones, not to 'resnet10'"),
+    ({"backbone": "timm:convnext_atto", "pos_embed": "sincos"}, "apply to Vision Transformers, not timm:convnext"),
+    ({"backbone": "timm:vit_tiny_patch16_224", "backbone_args": "depth"}, "backbone_args items are key=value"),
+    ({"pos_embed": "rope"}, "pos_embed='rope' is out of range: it must be one of learned, sincos"),
 ]
 
 

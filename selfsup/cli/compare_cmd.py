@@ -71,9 +71,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--backbone",
         default=None,
-        choices=BACKBONES.names(),
-        metavar="R",
-        help=f"backbone for every run: {', '.join(BACKBONES.names())}",
+        metavar="NAME",
+        help=f"backbone for every run: {', '.join(BACKBONES.names())}, or any timm:NAME or tv:NAME",
     )
     parser.add_argument("--stem", default=None, choices=STEMS, help="ResNet stem for every run")
     parser.add_argument(

@@ -9,7 +9,7 @@ from pathlib import Path
 from selfsup.config import ConfigError, TrainConfig, apply_overrides, config_differences, parse_assignment, switch
 from selfsup.data import DATASETS
 from selfsup.methods import method_names, split_variant
-from selfsup.models import BACKBONES, STEMS
+from selfsup.models import BACKBONES, STEMS, backbone_label
 from selfsup.presets import PRESETS, resolve_config
 from selfsup.run_folder import RunFolder, json_text
 from selfsup.runtime import DEVICES
@@ -75,9 +75,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--backbone",
         default=None,
-        choices=BACKBONES.names(),
-        metavar="R",
-        help=f"backbone: {', '.join(BACKBONES.names())} (default: the preset's)",
+        metavar="NAME",
+        help=f"backbone: {', '.join(BACKBONES.names())}, or any timm:NAME (timm.list_models()) or tv:NAME "
+        "(torchvision.models.list_models()), e.g. timm:vit_tiny_patch16_224 (default: the preset's)",
     )
     parser.add_argument(
         "--stem", default=None, choices=STEMS, help="imagenet: 7x7/2 conv + max-pool; cifar: 3x3/1 conv, no max-pool"
@@ -233,7 +233,7 @@ def run(args: argparse.Namespace) -> int:
         return 0
     if dist.is_main_process():
         print(
-            f"selfsup: {cfg.method} on {cfg.dataset} ({cfg.preset} preset, {cfg.backbone}/{cfg.stem}, "
+            f"selfsup: {cfg.method} on {cfg.dataset} ({cfg.preset} preset, {backbone_label(cfg.backbone, cfg.stem)}, "
             f"batch {cfg.batch_size}, {cfg.optimizer} lr {cfg.lr:.4g}, {cfg.epochs} epochs) -> {run_dir}",
             flush=True,
         )

@@ -165,7 +165,18 @@ def train_if_needed(spec: RunSpec, cfg: TrainConfig, run_dir: Path, isolate: boo
 
 def baseline_signature(cfg: TrainConfig) -> tuple[Any, ...]:
     """Runs with equal signatures have equal raw-pixel and random-init baselines."""
-    return (cfg.backbone, cfg.stem, cfg.norm, cfg.zero_init_residual, cfg.seed, cfg.augment.image_size)
+    return (
+        cfg.backbone,
+        cfg.stem,
+        cfg.norm,
+        cfg.zero_init_residual,
+        cfg.seed,
+        cfg.augment.image_size,
+        tuple(cfg.backbone_args),
+        cfg.backbone_patch_size,
+        cfg.freeze_patch_embed,
+        cfg.pos_embed,
+    )
 
 
 def eval_is_current(run_dir: Path, status: dict[str, Any], opts: CompareOptions) -> bool:

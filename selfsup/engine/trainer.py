@@ -145,7 +145,7 @@ class Trainer:
         self.memory_format = torch.channels_last if self.channels_last else torch.contiguous_format
         if self.channels_last:
             self.method = self.method.to(memory_format=torch.channels_last)
-        self.optimizer = build_optimizer(self.method.parameter_groups(), cfg)
+        self.optimizer = build_optimizer(self.method.parameter_groups(), cfg, self.method.no_weight_decay_parameters())
         self.model: nn.Module = self.method
         if self.world > 1:
             device_ids = [self.device.index] if self.device.type == "cuda" else None
@@ -478,7 +478,7 @@ class Trainer:
         replica = copy.deepcopy(self.method)
         memory_format = torch.channels_last if option.channels_last else torch.contiguous_format
         replica = replica.to(memory_format=memory_format)
-        optimizer = build_optimizer(replica.parameter_groups(), self.cfg)
+        optimizer = build_optimizer(replica.parameter_groups(), self.cfg, replica.no_weight_decay_parameters())
         amp_dtype = runtime.precision_dtype(option.precision)
         state = {"rng": rng}
 

@@ -69,6 +69,11 @@ class AMDIM(Method):
         "Bachman, Hjelm, Buchwalter, Learning Representations by Maximizing Mutual Information Across Views, "
         "NeurIPS 2019"
     )
+    needs_stage_maps = (
+        "AMDIM predicts between the encoder's 1x1, 5x5 and 7x7 feature maps (Bachman et al. 2019, §3.2); a "
+        "Vision Transformer has no such maps and selfsup reads them from its own encoders (amdim32, amdim64, ...) "
+        "and ResNets only"
+    )
 
     @dataclass
     class Args:

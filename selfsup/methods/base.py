@@ -105,9 +105,14 @@ class Method(nn.Module):
     uses_labels: ClassVar[bool] = False
     """Whether :meth:`training_step` takes the batch's labels (third argument); the engine then passes them
     and refuses data without labels."""
+    needs_stage_maps: ClassVar[str] = ""
+    """Why the method needs a backbone's intermediate spatial maps (CPC, DIM, AMDIM), which selfsup's own
+    encoders and ResNets give and ``timm:``/``tv:`` models do not; empty: any backbone (a global vector)."""
 
     def __init__(self, backbone: Backbone, args: Any, gather_distributed: bool = False) -> None:
         super().__init__()
+        if self.needs_stage_maps and not backbone.has_stage_maps:
+            raise ValueError(f"{self.name} cannot train this backbone: {self.needs_stage_maps}")
         self.backbone = backbone
         self.args = args
         self.gather_distributed = gather_distributed
@@ -133,6 +138,13 @@ class Method(nn.Module):
         ``lr_mult_1d`` (LR multiplier for the biases and norm parameters of the group,
         e.g. Barlow Twins). Default: one group with every trainable parameter."""
         return [{"params": [p for p in self.parameters() if p.requires_grad]}]
+
+    def no_weight_decay_parameters(self) -> list[nn.Parameter]:
+        """Trainable parameters besides norms and biases that take no weight decay (nor LARS's adaptation): the
+        backbone's :meth:`~selfsup.models.Backbone.no_weight_decay` (a ViT's position embedding and class
+        token)."""
+        names = {f"backbone.{name}" for name in self.backbone.no_weight_decay()}
+        return [p for n, p in self.named_parameters() if n in names and p.requires_grad]
 
     def before_optimizer_step(self, progress: Progress) -> None:
         """Called after backward, before the optimizer step (e.g. freeze prototypes)."""

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from selfsup.config import TrainConfig
 from selfsup.methods.base import METHODS, Method
-from selfsup.models import build_backbone
+from selfsup.models import LibraryOptions, build_backbone
 from selfsup.registry import UnknownNameError
 
 
@@ -14,8 +14,19 @@ def build_method(cfg: TrainConfig, channels: int, gather_distributed: bool = Fal
     :func:`selfsup.rng.seed_everything`, for a reproducible initialisation)."""
     method_cls = METHODS.get(cfg.method)
     args = method_cls.make_args(cfg.method_args)
-    backbone = build_backbone(cfg.backbone, cfg.stem, channels, cfg.zero_init_residual, cfg.norm)
+    backbone = build_backbone(cfg.backbone, cfg.stem, channels, cfg.zero_init_residual, cfg.norm, library_options(cfg))
     return method_cls(backbone, args, gather_distributed=gather_distributed)
+
+
+def library_options(cfg: TrainConfig) -> LibraryOptions:
+    """What a ``timm:``/``tv:`` backbone takes from the run: the image size and the ViT options."""
+    return LibraryOptions(
+        image_size=int(cfg.augment.image_size or 224),
+        patch_size=cfg.backbone_patch_size,
+        args=tuple(cfg.backbone_args),
+        freeze_patch_embed=cfg.freeze_patch_embed,
+        pos_embed=cfg.pos_embed,
+    )
 
 
 TABLE_ORDER = (

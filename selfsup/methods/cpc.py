@@ -149,6 +149,12 @@ class CPC(Method):
     name = "cpc"
     summary = "CPC v2: InfoNCE prediction of patch codes k >= 2 rows ahead from a masked context network"
     paper = "Hénaff et al., Data-Efficient Image Recognition with Contrastive Predictive Coding, ICML 2020"
+    needs_stage_maps = (
+        "CPC encodes every patch of a grid separately and predicts the codes of the rows below from the context "
+        "of the rows above (van den Oord et al. 2018, §3.2; Hénaff et al. 2020), with a convolutional patch "
+        "encoder without BatchNorm; selfsup builds it from its own encoders (patchnet, ...) and ResNets with "
+        "group or layer norm, not from timm/torchvision models"
+    )
 
     @dataclass
     class Args:

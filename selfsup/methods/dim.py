@@ -137,6 +137,11 @@ class DIM(Method):
     name = "dim"
     summary = "Deep InfoMax: local-global MI (JSD / NCE / DV) + prior matching"
     paper = "Hjelm et al., Learning deep representations by mutual information estimation and maximization, ICLR 2019"
+    needs_stage_maps = (
+        "DIM compares local features, an intermediate spatial feature map of the encoder, with its global vector "
+        "(Hjelm et al. 2019, §3.1); a Vision Transformer has no such maps and selfsup reads them from its own "
+        "encoders (dim32, dim64, alex64) and ResNets only"
+    )
 
     @dataclass
     class Args:

@@ -151,9 +151,12 @@ class MoCo(MomentumMethod):
         symmetric: bool = False
         shuffle_bn: bool = True
         shuffle_bn_groups: int = 8
+        projector_layers: int = 2
+        predictor_last_bn: bool = False
 
     ranges = {
         "shuffle_bn_groups": at_least(1),
+        "projector_layers": at_least(2),
         "version": one_of(*VERSIONS),
         "latent_dim": at_least(1),
         "hidden_dim": at_least(1),
@@ -298,6 +301,31 @@ class MoCo(MomentumMethod):
                 "aug.crop_scale": (0.08, 1.0),
                 "aug.blur_prob": (0.0,),
             },
+            # MoCo v3's ViT recipe (moco-v3 CONFIG.md, main_moco.py, vits.py, builder.py): AdamW 1.5e-4 x B/256,
+            # wd 0.1 on every trained parameter (main_moco.py gives AdamW model.parameters(): no exclusions),
+            # 300 epochs with 40 of warmup, tau 0.2, the frozen random patch projection, a fixed 2-D sin-cos
+            # position embedding, 12 heads (vits.py's vit_small has 12, DeiT-S 6), the 3-layer projector and the
+            # predictor ending in an affine-free BN, and the default crop 0.08 (the ViT commands pass no
+            # --crop-min)
+            "imagenet+vit": {
+                "epochs": 300,
+                "optimizer": "adamw",
+                "base_lr": 1.5e-4,
+                "weight_decay": 0.1,
+                "weight_decay_exclude": False,
+                "warmup_epochs": 40,
+                "temperature": 0.2,
+                "freeze_patch_embed": True,
+                "pos_embed": "sincos",
+                "backbone_args": ("num_heads=12",),
+                "projector_layers": 3,
+                "predictor_last_bn": True,
+                "aug.crop_scale": (0.08, 1.0),
+            },
+            # solo-learn's MoCo v3 for ViTs (mocov3.py: 3-layer projector, predictor with a final BN for every
+            # backbone but ResNets) on the shared small ViT optimiser
+            "small+vit": {"projector_layers": 3, "predictor_last_bn": True},
+            "cpu+vit": {"projector_layers": 3, "predictor_last_bn": True},
             "cpu": {
                 "version": "v3",
                 "latent_dim": 128,
@@ -326,9 +354,12 @@ class MoCo(MomentumMethod):
             self.projector = mlp([d, args.latent_dim])
         elif args.version == "v2":
             self.projector = mlp([d, args.hidden_dim, args.latent_dim], hidden_bn=False)
-        else:
-            self.projector = mlp([d, args.hidden_dim, args.latent_dim], bias=False, last_bn=True)
-            self.predictor = mlp([args.latent_dim, args.pred_hidden_dim, args.latent_dim], bias=False)
+        else:  # moco-v3 builder.py: _build_mlp (no biases, affine-free last BN), 3 projector layers for ViTs
+            hidden = [args.hidden_dim] * (args.projector_layers - 1)
+            self.projector = mlp([d, *hidden, args.latent_dim], bias=False, last_bn=True)
+            self.predictor = mlp(
+                [args.latent_dim, args.pred_hidden_dim, args.latent_dim], bias=False, last_bn=args.predictor_last_bn
+            )
         if args.version != "v3":
             make_splittable(self.backbone)  # the key encoder, a copy, is splittable too
         self.make_momentum_copy("backbone")

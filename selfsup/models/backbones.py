@@ -17,14 +17,15 @@ Normalisation (``norm``): ``batch`` (the default), or ``group`` / ``layer`` (Gro
 backbone for CPU runs and tests.
 
 Other encoders register a builder ``f(stem, in_channels, zero_init_residual, norm) -> Backbone``
-with ``@BACKBONES.register("name")``.
+with ``@BACKBONES.register("name")``. Any timm or torchvision model is a backbone too, named ``timm:NAME`` or
+``tv:NAME`` (:mod:`selfsup.models.library`).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from functools import partial
-from typing import cast
+from typing import TYPE_CHECKING, cast
 
 import torch
 import torchvision
@@ -32,6 +33,9 @@ from torch import nn
 from torchvision.models.resnet import BasicBlock, Bottleneck, ResNet
 
 from selfsup.registry import Registry
+
+if TYPE_CHECKING:
+    from selfsup.models.library import LibraryOptions
 
 STEMS = ("imagenet", "cifar")
 NORMS = ("batch", "group", "layer")
@@ -42,7 +46,10 @@ class Backbone(nn.Module):
 
     The default implementation wraps a torchvision ResNet (``self.net``, with ``fc`` removed), so that
     ``self.net.state_dict()`` loads into ``torchvision.models.resnetXX()`` with the same stem.
+    ``has_stage_maps``: whether the intermediate spatial maps that CPC, DIM and AMDIM read are available.
     """
+
+    has_stage_maps = True
 
     def __init__(self, net: nn.Module, out_dim: int) -> None:
         super().__init__()
@@ -62,6 +69,12 @@ class Backbone(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         net = cast(ResNet, self.net)
         return torch.flatten(net.avgpool(self.feature_map(x)), 1)
+
+    def no_weight_decay(self) -> set[str]:
+        """Names of parameters that take no weight decay besides the norms and biases (every tensor with
+        ndim <= 1, which the optimizer excludes anyway): none for a ResNet; a ViT's position embedding and class
+        token (:class:`selfsup.models.library.LibraryBackbone`)."""
+        return set()
 
 
 BackboneBuilder = Callable[..., Backbone]
@@ -121,11 +134,36 @@ BACKBONES.register("resnet50")(partial(resnet_backbone, torchvision.models.resne
 
 
 def build_backbone(
-    name: str, stem: str = "imagenet", in_channels: int = 3, zero_init_residual: bool = False, norm: str = "batch"
+    name: str,
+    stem: str = "imagenet",
+    in_channels: int = 3,
+    zero_init_residual: bool = False,
+    norm: str = "batch",
+    options: LibraryOptions | None = None,
 ) -> Backbone:
-    """The registered backbone ``name`` (``resnet10/18/34/50`` built in), randomly initialised.
+    """The backbone ``name``, randomly initialised: a registered one (``resnet10/18/34/50`` and the papers'
+    encoders), or ``timm:NAME`` / ``tv:NAME`` built with ``options`` (image size, ViT options; ``stem``,
+    ``zero_init_residual`` and ``norm`` apply to the registered ResNets only).
 
     ``zero_init_residual`` zero-initialises the last norm layer of every residual branch (Goyal et
     al. 2017), as MoCo v3, SimSiam, VICReg and Barlow Twins do.
     """
+    if is_library_name(name):
+        from selfsup.models.library import build_library_backbone
+
+        return build_library_backbone(name, in_channels, options)
     return BACKBONES.get(name)(stem=stem, in_channels=in_channels, zero_init_residual=zero_init_residual, norm=norm)
+
+
+LIBRARY_PREFIXES = ("timm:", "tv:")
+
+
+def backbone_label(name: str, stem: str) -> str:
+    """``resnet10/imagenet`` (a registered backbone with its stem) or ``timm:vit_tiny_patch16_224`` (a library
+    model, which has no selfsup stem): how logs and reports name a run's backbone."""
+    return name if is_library_name(name) else f"{name}/{stem}"
+
+
+def is_library_name(name: str) -> bool:
+    """Whether ``name`` is ``timm:NAME`` or ``tv:NAME`` (:mod:`selfsup.models.library`)."""
+    return name.lower().startswith(LIBRARY_PREFIXES)

@@ -255,6 +255,21 @@ def test_compare_reports_resumes_and_skips(tmp_path, capsys):
 
 @pytest.mark.slow
 @needs_fashion_mnist
+def test_compare_on_a_timm_vit_names_it_and_its_random_init_baseline(tmp_path):
+    out = tmp_path / "cmp"
+    vit = [a if a != "resnet10" else "timm:vit_tiny_patch16_224" for a in TINY]
+    command = ["compare", "--methods", "simclr,byol", "--out", str(out), "--in-process", "--no-supervised", *vit]
+    assert main([*command, "--set", "backbone_args=depth=1", "--max-steps", "2"]) == 0
+    report = (out / "report.md").read_text()
+    assert "Backbone timm:vit_tiny_patch16_224;" in report and "imagenet stem" not in report
+    assert "random-init encoder (timm:vit_tiny_patch16_224, seed 0)" in table_rows(report)
+    for name in ("simclr", "byol"):
+        config = json.loads((out / name / "config.json").read_text())
+        assert (config["optimizer"], config["backbone_args"]) == ("adamw", ["depth=1"])  # the cpu ViT recipe
+
+
+@pytest.mark.slow
+@needs_fashion_mnist
 def test_isolated_runs_report_a_failure_and_go_on(tmp_path, capsys):
     out = tmp_path / "cmp"
     # tico's child process fails when it builds its data pipeline (streaming reads image files, and Fashion-MNIST

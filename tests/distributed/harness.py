@@ -43,7 +43,7 @@ from torch.nn.parallel import DistributedDataParallel
 
 from selfsup.cross_rank_bn import convert_batchnorm
 from selfsup.methods import METHODS, Progress
-from selfsup.models import build_backbone
+from selfsup.models import LibraryOptions, build_backbone
 
 Result = tuple[list[float], dict[str, torch.Tensor], dict[str, torch.Tensor]]
 
@@ -65,6 +65,7 @@ class Case:
     stem: str = "cifar"
     norm: str = "batch"
     bn: str = "global"
+    backbone_args: tuple[str, ...] = ()  # for a timm:/tv: backbone
 
     @property
     def label(self) -> str:
@@ -74,7 +75,8 @@ class Case:
 def make_method(case: Case, gather: bool) -> nn.Module:
     torch.manual_seed(0)
     cls = METHODS.get(case.method)
-    backbone = build_backbone(case.backbone, case.stem, in_channels=3, norm=case.norm)
+    options = LibraryOptions(image_size=case.size, args=case.backbone_args)
+    backbone = build_backbone(case.backbone, case.stem, in_channels=3, norm=case.norm, options=options)
     method = cls(backbone, cls.make_args(case.args), gather_distributed=gather)
     if case.bn == "eval":
         for module in method.modules():

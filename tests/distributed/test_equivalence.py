@@ -11,7 +11,8 @@ carried across steps (running statistics, TiCo's C, queues) must agree:
 * MoCo v1/v2: per-device BN with Shuffle-BN, as in the paper: under DDP each rank normalises its own queries
   and a shuffled slice of the keys, which one process computes with split-batch BN over as many groups as
   ranks; the queue after the steps matches (both ranks' keys, in rank order, the pointer wrapping around).
-* MoCo v3: the keys gathered from both ranks and the label offsets give the loss of one process.
+* MoCo v3: the keys gathered from both ranks and the label offsets give the loss of one process; also on a
+  timm ViT-Tiny (2 blocks, patch 4) with the ViT heads (3-layer projector, predictor ending in BN).
 * CPC, DIM, AMDIM: negatives from the global batch; random choices drawn for the global batch and sliced.
 
 The negative controls show that the comparison can fail: per-rank BN (no sync) changes the gradients, and so
@@ -32,6 +33,7 @@ SWAV = {"hidden_dim": 32, "latent_dim": 8, "nmb_prototypes": 5, "freeze_prototyp
 CPC = {"latent_dim": 8, "context_dim": 8, "max_offset": 3}
 DIM = {"mi_units": 16, "global_dim": 8, "prior_hidden": (16,)}
 SPLIT_BN = {"shuffle_bn_groups": 2}  # one process: as many BN groups as ranks
+MOCO_V3_VIT = {"projector_layers": 3, "predictor_last_bn": True, "temperature": 0.2}  # the ViT heads
 
 CASES = [
     Case("simclr", {"hidden_dim": 32, "latent_dim": 16, "temperature": 0.5}),
@@ -50,6 +52,8 @@ CASES = [
         bn="per_rank",
     ),
     Case("moco", {"version": "v3", "hidden_dim": 32, "pred_hidden_dim": 32, "latent_dim": 16, "temperature": 0.5}),
+    Case("moco", {**MOCO_V3_VIT, "version": "v3", "hidden_dim": 32, "pred_hidden_dim": 32, "latent_dim": 16},
+         backbone="timm:vit_tiny_patch16_224", backbone_args=("depth=2",)),
     Case("cpc", CPC, views=1, size=20, backbone="patchnet-small", norm="group"),
     Case("cpc", {**CPC, "num_negatives": 40, "directions": ("top_down", "left_right")}, views=1, size=20,
          backbone="patchnet-small", norm="group"),

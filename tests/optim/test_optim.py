@@ -52,6 +52,22 @@ def test_build_optimizer_excludes_biases_and_norms_from_decay_and_adaptation():
     assert opt.param_groups[0]["lr"] == pytest.approx(0.3 * 512 / 256)
 
 
+def test_exempt_parameters_join_the_norms_and_biases_and_adamw_can_exclude_them_from_decay():
+    model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.LayerNorm(4))
+    token = nn.Parameter(torch.zeros(1, 1, 4))  # a ViT class token: 3-D, missed by the ndim rule
+    params = [*model.parameters(), token]
+    lars = build_optimizer([{"params": params}], TrainConfig(optimizer="lars"), exempt=[token])
+    excluded = {id(p) for g in lars.param_groups if g["lars_exclude"] for p in g["params"]}
+    assert excluded == {id(model[0].bias), id(model[1].weight), id(model[1].bias), id(token)}
+    decayed = TrainConfig(optimizer="adamw", weight_decay=0.05)  # default: every parameter decays (ResNet recipes)
+    assert [g["weight_decay"] for g in build_optimizer([{"params": params}], decayed, [token]).param_groups] == [0.05]
+    split = TrainConfig(optimizer="adamw", weight_decay=0.05, weight_decay_exclude=True)
+    groups = build_optimizer([{"params": params}], split, exempt=[token]).param_groups
+    decay = {id(p): g["weight_decay"] for g in groups for p in g["params"]}
+    assert decay[id(token)] == decay[id(model[0].bias)] == 0.0 and decay[id(model[0].weight)] == 0.05
+    assert not any(g["lars_exclude"] for g in groups)
+
+
 def test_swav_style_lars_adapts_every_parameter():
     model = nn.Sequential(nn.Linear(4, 4), nn.BatchNorm1d(4))
     cfg = TrainConfig(optimizer="lars", lars_exclude_1d=False)
