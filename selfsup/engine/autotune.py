@@ -166,10 +166,11 @@ def describe(results: list[TrialResult], chosen: TrialResult, images_per_step: i
     """One line for the console: the choice and every candidate's speed."""
     parts = []
     for r in results:
-        speed = (
-            f"{images_per_step / r.seconds_per_step:.0f} img/s"
-            if math.isfinite(r.seconds_per_step)
-            else ("non-finite loss" if not r.finite else "loss disagrees with fp32")
-        )
+        if math.isfinite(r.seconds_per_step):
+            speed = f"{images_per_step / r.seconds_per_step:.0f} img/s"
+        elif r.error:  # a step raised: say what, not just that it failed
+            speed = f"failed ({r.error[:120]})"
+        else:
+            speed = "non-finite loss" if not r.finite else "loss disagrees with fp32"
         parts.append(f"{r.candidate.label} {speed}")
     return f"runtime: {chosen.candidate.label} (measured: {', '.join(parts)})"

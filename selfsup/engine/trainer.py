@@ -48,6 +48,7 @@ from selfsup.evaluation.collapse import effective_rank, embedding_std
 from selfsup.evaluation.features import dataset_features
 from selfsup.evaluation.knn import knn_top1
 from selfsup.methods import Method, Progress, build_method
+from selfsup.models.backbones import ImageSizeError, check_image_sizes, is_library_name
 from selfsup.optim import apply_lr, build_optimizer, lr_factor
 from selfsup.rng import rng_state, seed_everything, set_rng_state
 from selfsup.run_folder import SUMMARY, RunFolder
@@ -133,6 +134,12 @@ class Trainer:
         if self.device.type == "cpu":
             guard_bf16_convolutions(self.method)
         self.method.to(self.device)
+        if is_library_name(cfg.backbone):  # a library model may not fit small images: say so before writing
+            views = (self.image_size, cfg.augment.small_size) if cfg.augment.small_crops else (self.image_size,)
+            try:
+                check_image_sizes(self.method.backbone, cfg.backbone, self.dataset.channels, views)
+            except ImageSizeError as err:
+                raise ConfigError(str(err)) from None
         self.runtime_trial = self._settle_runtime()  # on copies, before BN is synced (copies of process groups fail)
         self._nonfinite = None  # the trial's steps are not the run's
         # on CUDA the finiteness and stop flags are read with the logged loss, not after every step (see

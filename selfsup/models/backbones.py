@@ -155,6 +155,35 @@ def build_backbone(
     return BACKBONES.get(name)(stem=stem, in_channels=in_channels, zero_init_residual=zero_init_residual, norm=norm)
 
 
+class ImageSizeError(ValueError):
+    """The backbone cannot encode images of the run's size (its stem or stages shrink them below a kernel)."""
+
+
+@torch.no_grad()
+def check_image_sizes(backbone: Backbone, name: str, in_channels: int, sizes: tuple[int, ...]) -> None:
+    """Encode one blank image of each size in ``sizes`` (the run's views) and raise :class:`ImageSizeError`,
+    naming the backbone and the size, if the backbone cannot: e.g. a ConvNeXt on 16-px images, whose stride-4
+    stem and three downsamplings leave a map smaller than its 2 x 2 downsampling kernel. Run at set-up, before
+    anything is written, so the user gets this sentence instead of a kernel error deep in the first step.
+    Eval mode (BatchNorm uses its running statistics, nothing is updated); the training mode is restored."""
+    parameter = next(backbone.parameters(), None)
+    device = parameter.device if parameter is not None else torch.device("cpu")
+    was_training = backbone.training
+    backbone.eval()
+    try:
+        for size in sorted(set(sizes)):
+            try:
+                backbone(torch.zeros(1, in_channels, size, size, device=device))
+            except RuntimeError as err:
+                reason = str(err).splitlines()[0]
+                raise ImageSizeError(
+                    f"{name} cannot encode {size}-px images ({reason}); use larger images (--set aug.image_size=N)"
+                    + (" or a smaller --set backbone_patch_size" if is_library_name(name) else "")
+                ) from None
+    finally:
+        backbone.train(was_training)
+
+
 LIBRARY_PREFIXES = ("timm:", "tv:")
 
 

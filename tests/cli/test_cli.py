@@ -87,6 +87,16 @@ def test_missing_dataset_says_how_to_get_it(tmp_path):
     assert not (tmp_path / "r").exists()
 
 
+@needs_fashion_mnist
+def test_a_backbone_too_deep_for_the_image_size_is_refused_before_anything_is_written(tmp_path, capsys):
+    out = tmp_path / "r"
+    command = ["pretrain", "--backbone", "timm:convnext_atto", "--set", "aug.image_size=16", "--out", str(out)]
+    assert main([*command, "--batch-size", "16", "--set", "train_subset=32"]) == 2
+    err = capsys.readouterr().err
+    assert "timm:convnext_atto cannot encode 16-px images" in err and "Traceback" not in err
+    assert not out.exists()
+
+
 def test_missing_cifar_says_how_to_get_it(tmp_path, capsys):
     assert main(["pretrain", "--dataset", "cifar10", "--data-dir", str(tmp_path), "--out", str(tmp_path / "r")]) == 2
     err = capsys.readouterr().err

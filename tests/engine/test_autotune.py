@@ -67,6 +67,8 @@ def test_measure_interleaves_candidates_and_disqualifies_one_that_fails():
     assert results[0].qualifies and math.isfinite(results[0].seconds_per_step)
     assert not results[1].qualifies and "nan" in results[1].error
     assert autotune.choose(results).candidate == FP32
+    line = autotune.describe(results, results[0], images_per_step=8)
+    assert "bf16/channels_last failed (RuntimeError: the loss became nan)" in line
 
 
 TINY = [

@@ -11,6 +11,7 @@ import torch
 import torchvision
 
 from selfsup.models import LibraryOptions, build_backbone
+from selfsup.models.backbones import ImageSizeError, check_image_sizes
 from selfsup.models.library import BackboneNameError, is_transformer, parse_args
 
 
@@ -128,3 +129,14 @@ def test_backbone_args_are_python_literals_or_strings():
     }
     with pytest.raises(ValueError, match="key=value"):
         parse_args(("depth",))
+
+
+def test_a_model_that_cannot_encode_the_image_size_is_named_with_the_size_and_the_remedy():
+    # ConvNeXt: a stride-4 stem and three stride-2 downsamplings with 2 x 2 kernels; 16 px leaves 1 x 1 before
+    # the last one, and torch's own error names neither the model nor the size
+    backbone = _build("timm:convnext_atto", channels=1, image_size=16)
+    backbone.train()
+    with pytest.raises(ImageSizeError, match=r"timm:convnext_atto cannot encode 16-px images .*backbone_patch_size"):
+        check_image_sizes(backbone, "timm:convnext_atto", 1, (32, 16))
+    assert backbone.training  # the mode it had
+    check_image_sizes(backbone, "timm:convnext_atto", 1, (32,))  # 32 px fits: no error
