@@ -163,6 +163,18 @@ def make_folder(root, classes, per_class, mode="RGB", size=20):
             Image.fromarray(rng.integers(0, 256, shape, dtype=np.uint8), mode).save(root / c / f"{c}_{i}.png")
 
 
+# ----------------------------------------------------------------------------- CLI flags of tiny runs
+
+TINY_PRETRAIN = [
+    "--backbone", "resnet10", "--batch-size", "16", "--epochs", "2", "--no-progress",
+    "--set", "train_subset=64", "--set", "aug.image_size=16", "--set", "knn_every=0",
+]  # fmt: skip
+"""Two epochs of 4 steps on 64 Fashion-MNIST images at 16 px (ResNet-10), no kNN monitor: the base of the
+engine and compare tests' runs, which add their own settings."""
+SMALL_HEADS = ["--set", "hidden_dim=32", "--set", "latent_dim=16"]
+"""A 32-wide hidden layer and 16-d z, for the tiny runs."""
+
+
 # ----------------------------------------------------------------------------- real selfsup processes
 
 TINY_RUN = [

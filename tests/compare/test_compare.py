@@ -19,32 +19,9 @@ from selfsup.config import ConfigError
 from selfsup.methods import METHODS, Method, method_names, register_method
 from selfsup.run_folder import RunFolder
 from tests.conftest import needs_fashion_mnist
+from tests.helpers import SMALL_HEADS, TINY_PRETRAIN
 
-TINY = [
-    "--backbone",
-    "resnet10",
-    "--batch-size",
-    "16",
-    "--epochs",
-    "2",
-    "--no-progress",
-    "--set",
-    "train_subset=64",
-    "--set",
-    "aug.image_size=16",
-    "--set",
-    "knn_every=0",
-    "--set",
-    "log_every=1",
-    "--set",
-    "hidden_dim=32",
-    "--set",
-    "latent_dim=16",
-    "--eval-train",
-    "300",
-    "--eval-test",
-    "100",
-]
+TINY = [*TINY_PRETRAIN, "--set", "log_every=1", *SMALL_HEADS, "--eval-train", "300", "--eval-test", "100"]
 
 
 # ----------------------------------------------------------------------------- the plan (no training)

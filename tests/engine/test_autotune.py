@@ -13,6 +13,7 @@ from selfsup.engine import autotune
 from selfsup.engine.autotune import Candidate, TrialResult
 from selfsup.run_folder import RunFolder
 from tests.conftest import needs_fashion_mnist
+from tests.helpers import SMALL_HEADS, TINY_PRETRAIN
 
 FP32, BF16 = Candidate("fp32", False), Candidate("bf16", True)
 
@@ -71,25 +72,7 @@ def test_measure_interleaves_candidates_and_disqualifies_one_that_fails():
     assert "bf16/channels_last failed (RuntimeError: the loss became nan)" in line
 
 
-TINY = [
-    "--backbone",
-    "resnet10",
-    "--batch-size",
-    "16",
-    "--epochs",
-    "2",
-    "--no-progress",
-    "--set",
-    "train_subset=64",
-    "--set",
-    "aug.image_size=16",
-    "--set",
-    "knn_every=0",
-    "--set",
-    "hidden_dim=32",
-    "--set",
-    "latent_dim=16",
-]
+TINY = [*TINY_PRETRAIN, *SMALL_HEADS]
 
 
 def read(run, name):

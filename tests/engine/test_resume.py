@@ -10,7 +10,7 @@ import torch
 from selfsup.cli.main import main
 from selfsup.run_folder import RunFolder
 from tests.conftest import needs_fashion_mnist
-from tests.helpers import PINNED_RUNTIME
+from tests.helpers import PINNED_RUNTIME, SMALL_HEADS, TINY_PRETRAIN
 
 pytestmark = pytest.mark.slow  # end to end: real runs through the CLI, interrupted and resumed
 
@@ -18,33 +18,8 @@ pytestmark = pytest.mark.slow  # end to end: real runs through the CLI, interrup
 @needs_fashion_mnist
 def test_moco_resume_carries_the_queue_and_the_key_encoder(tmp_path):
     """Stopping after 6 of 8 steps (mid second epoch) and resuming gives the same weights, key encoder and queue."""
-    flags = [
-        "pretrain",
-        "--method",
-        "moco-v2",
-        "--backbone",
-        "resnet10",
-        "--batch-size",
-        "16",
-        "--epochs",
-        "2",
-        "--no-progress",
-        "--set",
-        "train_subset=64",
-        "--set",
-        "aug.image_size=16",
-        "--set",
-        "knn_every=0",
-        "--set",
-        "hidden_dim=32",
-        "--set",
-        "latent_dim=16",
-        "--set",
-        "queue_size=32",
-        "--set",
-        "log_every=1",
-        *PINNED_RUNTIME,
-    ]
+    flags = ["pretrain", "--method", "moco-v2", *TINY_PRETRAIN, *SMALL_HEADS, "--set", "queue_size=32"]
+    flags += ["--set", "log_every=1", *PINNED_RUNTIME]
     straight, resumed = tmp_path / "straight", tmp_path / "resumed"
     assert main([*flags, "--out", str(straight)]) == 0
     assert main([*flags, "--out", str(resumed), "--max-steps", "6"]) == 0
@@ -56,26 +31,7 @@ def test_moco_resume_carries_the_queue_and_the_key_encoder(tmp_path):
         assert torch.equal(a[key], b[key]), key
 
 
-RESUME_TINY = [
-    "--backbone",
-    "resnet10",
-    "--batch-size",
-    "16",
-    "--epochs",
-    "2",
-    "--no-progress",
-    "--set",
-    "train_subset=64",
-    "--set",
-    "aug.image_size=16",
-    "--set",
-    "knn_every=0",
-    "--set",
-    "hidden_dim=32",
-    "--set",
-    "log_every=1",
-    *PINNED_RUNTIME,
-]
+RESUME_TINY = [*TINY_PRETRAIN, "--set", "hidden_dim=32", "--set", "log_every=1", *PINNED_RUNTIME]
 
 
 @needs_fashion_mnist

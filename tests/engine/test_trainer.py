@@ -12,30 +12,9 @@ from selfsup.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from selfsup.cli.main import main
 from selfsup.run_folder import RunFolder
 from tests.conftest import needs_fashion_mnist
-from tests.helpers import PINNED_RUNTIME
+from tests.helpers import PINNED_RUNTIME, SMALL_HEADS, TINY_PRETRAIN
 
-TINY = [
-    "--backbone",
-    "resnet10",
-    "--batch-size",
-    "16",
-    "--epochs",
-    "2",
-    "--no-progress",
-    "--set",
-    "train_subset=64",
-    "--set",
-    "aug.image_size=16",
-    "--set",
-    "knn_every=0",
-    "--set",
-    "hidden_dim=32",
-    "--set",
-    "latent_dim=16",
-    "--set",
-    "log_every=1",
-    *PINNED_RUNTIME,
-]
+TINY = [*TINY_PRETRAIN, *SMALL_HEADS, "--set", "log_every=1", *PINNED_RUNTIME]
 
 
 def state(run_dir):
