@@ -70,10 +70,42 @@ def _norm1d(norm: str, features: int) -> nn.Module:
 # ----------------------------------------------------------------------------- DIM
 
 
-class DCGANEncoder(Backbone):
-    """DIM's ``basic32x32`` / ``basic64x64`` encoder: strided 4x4 convs, then FC 1024 (h)."""
+class ConvStackEncoder(Backbone):
+    """DIM's encoders: a stack of conv blocks (``net["convs"]``, each block's output a stage map), a pool to the
+    last map's size and fully connected layers (``net["fc"]``) giving h. Subclasses build ``net``."""
 
     net: nn.ModuleDict
+
+    def __init__(
+        self, net: nn.ModuleDict, fc_width: int, widths: Sequence[int], sizes: Sequence[int], local_stage: int
+    ) -> None:
+        super().__init__(net, fc_width)
+        self.default_local_stage = local_stage
+        self.stage_channels = list(widths)
+        self.stage_sizes = list(sizes)
+
+    def stem(self, x: torch.Tensor) -> torch.Tensor:
+        return x
+
+    def stage_maps(self, x: torch.Tensor) -> tuple[list[torch.Tensor], torch.Tensor]:
+        maps = []
+        for block in cast(nn.ModuleList, self.net["convs"]):
+            x = block(x)
+            maps.append(x)
+        h = self.net["fc"](torch.flatten(self.net["pool"](x), 1))
+        return maps, h
+
+    def feature_map(self, x: torch.Tensor) -> torch.Tensor:
+        for block in cast(nn.ModuleList, self.net["convs"]):
+            x = block(x)
+        return x
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net["fc"](torch.flatten(self.net["pool"](self.feature_map(x)), 1))
+
+
+class DCGANEncoder(ConvStackEncoder):
+    """DIM's ``basic32x32`` / ``basic64x64`` encoder: strided 4x4 convs, then FC 1024 (h)."""
 
     def __init__(
         self,
@@ -102,29 +134,8 @@ class DCGANEncoder(Backbone):
                 ),
             }
         )
-        super().__init__(net, fc_width)
-        self.default_local_stage = local_stage
-        self.stage_channels = list(widths)
-        self.stage_sizes = [input_size // 2 ** (i + 1) for i in range(len(widths))]
-
-    def stem(self, x: torch.Tensor) -> torch.Tensor:
-        return x
-
-    def stage_maps(self, x: torch.Tensor) -> tuple[list[torch.Tensor], torch.Tensor]:
-        maps = []
-        for block in cast(nn.ModuleList, self.net["convs"]):
-            x = block(x)
-            maps.append(x)
-        h = self.net["fc"](torch.flatten(self.net["pool"](x), 1))
-        return maps, h
-
-    def feature_map(self, x: torch.Tensor) -> torch.Tensor:
-        for block in cast(nn.ModuleList, self.net["convs"]):
-            x = block(x)
-        return x
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.net["fc"](torch.flatten(self.net["pool"](self.feature_map(x)), 1))
+        sizes = [input_size // 2 ** (i + 1) for i in range(len(widths))]
+        super().__init__(net, fc_width, widths, sizes, local_stage)
 
 
 def _pooled_size(size: int) -> int:
@@ -132,13 +143,11 @@ def _pooled_size(size: int) -> int:
     return (size - 3) // 2 + 1
 
 
-class AlexEncoder(Backbone):
+class AlexEncoder(ConvStackEncoder):
     """DIM's ``alex64x64`` encoder: five 3x3 convs (three followed by max-pools), then FC 4096 x 2 (h).
 
     rdevon/DIM ``cortex_DIM/configs/convnets.py`` (``_alex64x64``); see the module docstring.
     """
-
-    net: nn.ModuleDict
 
     def __init__(
         self,
@@ -175,28 +184,7 @@ class AlexEncoder(Backbone):
                 ),
             }
         )
-        super().__init__(net, fc_width)
-        self.default_local_stage = local_stage
-        self.stage_channels = list(widths)
-        self.stage_sizes = sizes
-
-    def stem(self, x: torch.Tensor) -> torch.Tensor:
-        return x
-
-    def stage_maps(self, x: torch.Tensor) -> tuple[list[torch.Tensor], torch.Tensor]:
-        maps = []
-        for block in cast(nn.ModuleList, self.net["convs"]):
-            x = block(x)
-            maps.append(x)
-        return maps, self.net["fc"](torch.flatten(self.net["pool"](x), 1))
-
-    def feature_map(self, x: torch.Tensor) -> torch.Tensor:
-        for block in cast(nn.ModuleList, self.net["convs"]):
-            x = block(x)
-        return x
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.net["fc"](torch.flatten(self.net["pool"](self.feature_map(x)), 1))
+        super().__init__(net, fc_width, widths, sizes, local_stage)
 
 
 # ----------------------------------------------------------------------------- AMDIM
